@@ -1,0 +1,18 @@
+"""Pure-math floor: advantages, token weights, losses."""
+
+from rlrt.methods.advantages import group_advantages, linear_decay
+from rlrt.methods.losses import agg_loss, clipped_surrogate, entropy_from_logits, token_logprobs
+from rlrt.methods.weights import log_ratio, reweight_advantages, rlrt_weight, rlsd_weight
+
+__all__ = [
+    "group_advantages",
+    "linear_decay",
+    "log_ratio",
+    "rlsd_weight",
+    "rlrt_weight",
+    "reweight_advantages",
+    "agg_loss",
+    "clipped_surrogate",
+    "entropy_from_logits",
+    "token_logprobs",
+]

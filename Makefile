@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` (the embedded default DAG) and `make test` (the test suite).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+CONFIG ?= config/config.yaml
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test setup dryrun bench clean
+
+# torch first, pinned to the CPU build served here; then the package with its pinned deps.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
+
+dryrun: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf results .snakemake

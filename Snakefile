@@ -1,0 +1,21 @@
+# rlrt: one `snakemake` reproduces the RLRT / RLT tables. Wiring only: every stage is one module of src/rlrt.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/backbones.smk"
+include: "rules/rl.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

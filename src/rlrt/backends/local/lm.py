@@ -1,0 +1,83 @@
+"""Language-model training for the backbones: pretraining on task text and SFT (loss on the response only).
+
+Examples are (input ids, loss mask) pairs built fresh every step from a seeded rng, so each epoch sees a new
+random step order for the same problem (several reference paths per question).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Sequence
+
+import torch
+
+Example = tuple[list[int], list[int]]  # token ids, loss mask (1 = predict this token)
+
+
+def chat_example(tokenizer, user: str, assistant: str, loss_on_prompt: bool) -> Example:
+    """One chat-formatted example; the loss covers the assistant turn (and its EOS), plus the prompt if asked."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                           add_generation_prompt=True)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(assistant, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    mask = [1 if loss_on_prompt else 0] * len(p_ids) + [1] * len(r_ids)
+    if loss_on_prompt:
+        mask[0] = 0  # nothing predicts the first token
+    return p_ids + r_ids, mask
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to (B, L): ids, attention mask, labels (-100 where the loss mask is 0)."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for i, (x, m) in enumerate(examples):
+        ids[i, : len(x)] = torch.tensor(x)
+        attn[i, : len(x)] = 1
+        labels[i, : len(x)] = torch.where(torch.tensor(m).bool(), torch.tensor(x), torch.tensor(-100))
+    return ids, attn, labels
+
+
+def train_lm(
+    model, tokenizer, make_batch: Callable[[random.Random, int], list[Example]], steps: int, batch_size: int,
+    lr: float, warmup_steps: int = 10, weight_decay: float = 0.01, grad_clip: float = 1.0, seed: int = 0,
+    desc: str = "lm", on_step: Callable[[dict], None] | None = None, log_every: int = 10,
+) -> list[dict]:
+    """AdamW with linear warm-up and cosine decay to 10% of ``lr``; next-token loss on masked positions."""
+    import math
+
+    from tqdm import tqdm
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def schedule(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        frac = (s - warmup_steps) / max(1, steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    history = []
+    bar = tqdm(range(steps), desc=desc, unit="step")
+    for step in bar:
+        t0 = time.perf_counter()
+        ids, attn, labels = collate(make_batch(rng, batch_size), tokenizer.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        rec = {"step": step, "loss": float(loss), "grad_norm": float(gn), "lr": sched.get_last_lr()[0],
+               "step_time": time.perf_counter() - t0}
+        history.append(rec)
+        if on_step and (step % log_every == 0 or step == steps - 1):
+            on_step(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+    model.eval()
+    return history

@@ -1,0 +1,79 @@
+"""Tiny Qwen3 backbones: built from a ``Qwen3Config``, saved and loaded like any HF checkpoint.
+
+The embedded default never downloads anything: the architecture comes from a config dict, the tokenizer is
+trained in-pipeline, and checkpoints are plain ``save_pretrained`` folders that ``AutoModelForCausalLM`` /
+``AutoTokenizer`` load -- the same code path a real Qwen3 checkpoint takes at paper scale.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlrt.io import atomic_dir
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU determinism needs a fixed thread count too: see ``set_threads``)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Pin torch to ``threads`` intra-op threads (Snakemake passes the rule's ``threads``)."""
+    threads = int(threads or os.environ.get("RLRT_THREADS", 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def build_model(arch: dict[str, Any], tokenizer) -> torch.nn.Module:
+    """A randomly initialised ``Qwen3ForCausalLM`` from an architecture dict (see config ``backbones.sizes``)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    hidden = int(arch["hidden_size"])
+    heads = int(arch["num_attention_heads"])
+    cfg = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=int(arch["intermediate_size"]),
+        num_hidden_layers=int(arch["num_hidden_layers"]),
+        num_attention_heads=heads,
+        num_key_value_heads=int(arch.get("num_key_value_heads", heads)),
+        head_dim=hidden // heads,
+        max_position_embeddings=int(arch.get("max_position_embeddings", 1024)),
+        rope_theta=float(arch.get("rope_theta", 10000.0)),
+        tie_word_embeddings=bool(arch.get("tie_word_embeddings", True)),
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen3ForCausalLM(cfg)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_checkpoint(path: str | os.PathLike, dtype=torch.float32):
+    """Load (model, tokenizer) from a ``save_pretrained`` folder with the Auto classes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model, tok
+
+
+def save_checkpoint(model, tokenizer, path: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
+    """Save model + tokenizer to ``path`` atomically (temp folder, then rename)."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra or {}).items():
+            (Path(tmp) / name).write_text(text)

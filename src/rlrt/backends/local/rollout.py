@@ -1,0 +1,147 @@
+"""Batched sampling with KV cache and log-prob passes over (prompt ⊕ response) sequences.
+
+Layout used everywhere in the local engine (the same as verl's DataProto batches):
+
+* ``prompt_ids``  (B, P) left-padded with ``pad_id``, ``prompt_mask`` (B, P) 1 on real tokens;
+* ``response_ids`` (B, R) right-padded, ``response_mask`` (B, R) 1 up to and including the first EOS.
+
+The teacher view reuses the student's ``response_ids`` *exactly* and only swaps the prompt: see
+``rlrt.teacher`` for which context goes where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlrt.methods.losses import entropy_from_logits, token_logprobs
+
+
+@dataclass
+class Rollouts:
+    """A batch of sampled responses; rows are grouped: the ``n`` samples of prompt ``i`` are rows ``i*n..i*n+n-1``."""
+
+    prompt_ids: torch.Tensor  # (B, P)
+    prompt_mask: torch.Tensor  # (B, P)
+    response_ids: torch.Tensor  # (B, R)
+    response_mask: torch.Tensor  # (B, R)
+    texts: list[str]  # decoded responses (special tokens removed), len B
+
+    @property
+    def lengths(self) -> torch.Tensor:  # (B,)
+        return self.response_mask.sum(-1)
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to (B, L) ids and mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, R) mask: 1 up to and including the first ``eos_id``; a response without EOS is kept whole (truncated)."""
+    is_eos = (response_ids == eos_id).long()
+    # number of EOS strictly before position t; a position is valid while none came before it
+    before = torch.cumsum(is_eos, dim=-1) - is_eos
+    return (before == 0).long()
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Rollouts:
+    """Sample ``n`` responses per prompt (HF ``generate`` with KV cache), ``batch_size`` sequences at a time.
+
+    Prompts are already chat-templated strings. Returns grouped rows: B = len(prompts) * n.
+    Deterministic for a fixed ``seed`` and torch thread count.
+    """
+    from transformers import GenerationConfig
+
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [ids for ids in enc for _ in range(n)]
+    gen_cfg = GenerationConfig(
+        do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+    )
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    chunks = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc="sampling", unit="batch", leave=False)
+    resp_chunks = []
+    for start in chunks:
+        ids, mask = left_pad(rows[start:start + batch_size], pad_id)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+        resp_chunks.append(out[:, ids.shape[1]:])
+    model.train(was_training)
+    width = max(max(c.shape[1] for c in resp_chunks), 1)
+    response_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    at = 0
+    for c in resp_chunks:
+        response_ids[at:at + c.shape[0], : c.shape[1]] = c
+        at += c.shape[0]
+    response_mask = response_mask_from_ids(response_ids, eos_id)
+    response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, pad_id))
+    prompt_ids, prompt_mask = left_pad(rows, pad_id)
+    texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+    return Rollouts(prompt_ids, prompt_mask, response_ids, response_mask, texts)
+
+
+def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+    """Logits (B, R, V) that predict each response token given prompt ⊕ response prefix.
+
+    Position ids are recomputed from the attention mask so left padding and a swapped (teacher) prompt of a
+    different length give the same positions a single unpadded sequence would get.
+    """
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    pos = (torch.cumsum(attn, dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=False).logits
+    p = prompt_ids.shape[1]
+    return logits[:, p - 1 : p - 1 + response_ids.shape[1]].float()
+
+
+@torch.no_grad()
+def score_responses(
+    model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
+    micro_batch: int = 64, with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """No-grad log P(y_t | prompt, y_<t) for every response token: (B, R) and optionally entropy (B, R).
+
+    Used for θ_old (student prompt) and for the teacher view (privileged prompt, same response ids).
+    Logits are divided by the rollout temperature, as verl does.
+    """
+    was_training = model.training
+    model.eval()
+    logps, ents = [], []
+    for s in range(0, response_ids.shape[0], micro_batch):
+        sl = slice(s, s + micro_batch)
+        logits = response_logits(model, prompt_ids[sl], prompt_mask[sl], response_ids[sl], response_mask[sl])
+        logps.append(token_logprobs(logits, response_ids[sl], temperature))
+        if with_entropy:
+            ents.append(entropy_from_logits(logits / temperature))
+    model.train(was_training)
+    logp = torch.cat(logps) * response_mask
+    ent = torch.cat(ents) * response_mask if with_entropy else None
+    return logp, ent

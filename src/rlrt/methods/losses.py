@@ -1,0 +1,110 @@
+"""Policy-loss primitives: aggregation, DAPO clip-higher surrogate, entropy, log-probs (App. G.1-G.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def agg_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Aggregate a (N, T) token loss into a scalar, as verl's ``agg_loss`` (single rank).
+
+    Modes:
+      - "token-mean": sum(loss * mask) / sum(mask)  (DAPO token-level, Table 5).
+      - "seq-mean-token-sum": mean over sequences of sum_t(loss * mask).
+      - "seq-mean-token-mean": mean over sequences of sum_t(loss * mask) / sum_t(mask).
+    Sequences with no valid token are left out of the sequence mean (as recent verl does);
+    an all-zero mask gives 0 (never NaN).
+
+    Args:
+        loss_mat: (N, T).
+        mask: (N, T) 0/1 or bool.
+        mode: one of the above.
+    Returns:
+        scalar tensor.
+    """
+    m = mask.to(loss_mat.dtype)
+    masked = loss_mat * m
+    if mode == "token-mean":
+        return masked.sum() / m.sum().clamp(min=1.0)
+    tok = m.sum(dim=-1)
+    valid = (tok > 0).to(loss_mat.dtype)
+    n_seq = valid.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-sum":
+        seq = masked.sum(dim=-1)
+    elif mode == "seq-mean-token-mean":
+        seq = masked.sum(dim=-1) / tok.clamp(min=1.0)
+    else:
+        raise ValueError(f"unknown loss aggregation mode: {mode!r}")
+    return (seq * valid).sum() / n_seq
+
+
+def clipped_surrogate(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    agg: str = "token-mean",
+) -> tuple[Tensor, dict[str, float]]:
+    """PPO/DAPO clip-higher surrogate (App. G.1, GRPO: eps_low=0.2, eps_high=0.28). No dual-clip.
+
+    ratio = exp(logp - old_logp);
+    pg = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)).
+
+    Args:
+        logp, old_logp, adv, mask: (N, T).
+    Returns:
+        (loss scalar, stats) with python-float stats: clip_frac (share of masked tokens where
+        the clipped branch is strictly larger), approx_kl (masked mean of old_logp - logp),
+        ratio_mean (masked mean), ratio_max (masked max; 0 if mask is empty).
+    """
+    log_r = logp - old_logp
+    ratio = torch.exp(log_r)
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(pg1, pg2)
+    loss = agg_loss(pg, mask, agg)
+    with torch.no_grad():
+        m = mask.to(ratio.dtype)
+        denom = m.sum().clamp(min=1.0)
+        stats = {
+            "clip_frac": float(((pg2 > pg1).to(ratio.dtype) * m).sum() / denom),
+            "approx_kl": float((-log_r * m).sum() / denom),
+            "ratio_mean": float((ratio * m).sum() / denom),
+            "ratio_max": float(torch.where(m > 0, ratio, torch.zeros_like(ratio)).max())
+            if m.sum() > 0 else 0.0,
+        }
+    return loss, stats
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Categorical entropy H = -sum_v p_v log p_v with log p = z - logsumexp(z).
+
+    Computed from ``log_softmax`` (shift-invariant, so large logits lose no precision);
+    zero-probability entries (e.g. -inf logits) contribute 0.
+
+    Args:
+        logits: (N, T, V).
+    Returns:
+        (N, T).
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
+    return -plogp.sum(dim=-1)
+
+
+def token_logprobs(logits: Tensor, ids: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(logits / temperature) gathered at the sampled ids (log P^t(y_t), Eq. 1).
+
+    Args:
+        logits: (N, T, V).
+        ids: (N, T) long.
+        temperature: sampling temperature.
+    Returns:
+        (N, T).
+    """
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return logp.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,80 @@
+"""Stage: build a backbone checkpoint -- pretrain a fresh tiny Qwen3 on task text, or SFT a parent checkpoint.
+
+* ``mode: pretrain`` (S-base, M-base): random init from ``arch``; next-token loss on whole chat-formatted
+  problem+solution documents (a random step order each time) for a fixed budget of steps, so that test accuracy
+  starts low but non-zero.
+* ``mode: sft`` (S-instruct, M-thinking): start from the parent checkpoint; loss on the assistant turn only;
+  ``format: compact`` (prompt -> step-by-step answer) or ``format: scratchpad`` (long <think> column-addition
+  traces, the thinking model's stand-in).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+from rlrt.backends.local.lm import chat_example, train_lm
+from rlrt.backends.local.model import build_model, load_checkpoint, n_params, save_checkpoint, seed_everything
+from rlrt.io import write_json
+from rlrt.stages.common import parse, parser
+from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text
+from rlrt.tasks.prompts import user_message
+
+log = logging.getLogger("rlrt.backbone")
+
+
+def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool):
+    def make_batch(rng: random.Random, batch_size: int):
+        out = []
+        for row in rng.sample(rows, batch_size) if batch_size <= len(rows) else rng.choices(rows, k=batch_size):
+            order = list(range(len(row["terms"])))
+            rng.shuffle(order)
+            if fmt == "scratchpad":
+                answer = scratchpad_solution(row["terms"], rng, order)
+            else:
+                answer = solution_text(row["terms"], order)
+            out.append(chat_example(tokenizer, user_message(row["question"]), answer, loss_on_prompt))
+        return out
+
+    return make_batch
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--data", required=True, help="train.jsonl")
+    p.add_argument("--tokenizer", help="tokenizer folder (pretrain)")
+    p.add_argument("--parent", help="parent checkpoint folder (sft)")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--metrics", required=True, help="training-history JSON")
+    args, cfg = parse(p, argv)
+    seed_everything(int(cfg["seed"]))
+    if cfg["mode"] == "pretrain":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        model = build_model(cfg["arch"], tok)
+    else:
+        model, tok = load_checkpoint(args.parent)
+    log.info("%s: %s from %s, %d params", cfg["name"], cfg["mode"], args.parent or "scratch", n_params(model))
+    rows = read_jsonl(args.data)
+    fmt = cfg.get("format", "compact")
+    history = train_lm(
+        model, tok, make_batch_fn(tok, rows, fmt, loss_on_prompt=cfg["mode"] == "pretrain"),
+        steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
+        warmup_steps=int(cfg.get("warmup_steps", 10)), seed=int(cfg["seed"]), desc=f"{cfg['mode']}:{cfg['name']}",
+    )
+    card = {"name": cfg["name"], "mode": cfg["mode"], "format": fmt, "kind": cfg.get("kind"),
+            "n_params": n_params(model), "stand_in_for": cfg.get("stand_in_for", "")}
+    save_checkpoint(model, tok, args.out, extra={"rlrt_backbone.json": json.dumps(card, indent=2)})
+    write_json(args.metrics, {"card": card, "history": history})
+    from rlrt.tracking import log_run
+
+    log_run(cfg.get("tracking"), f"{cfg['mode']}/{cfg['name']}",
+            {"stage": cfg["mode"], "backbone": cfg["name"], "method": cfg["mode"], "seed": str(cfg["seed"])},
+            {k: v for k, v in cfg.items() if k != "tracking"}, history, {"final_loss": history[-1]["loss"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""What every stage shares: one argument convention and logging.
+
+A stage is run as ``python -m rlrt.stages.<name> --cfg '<json>' --<path> ...``: ``--cfg`` is the slice of the
+(validated) workflow config the rule hands it as ``params``; paths are the rule's declared inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--cfg", required=True, help="JSON config slice (from the rule's params)")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    args = p.parse_args(argv)
+    cfg = json.loads(args.cfg)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr, force=True)
+    from rlrt.backends.local.model import set_threads
+
+    set_threads(args.threads)
+    return args, cfg

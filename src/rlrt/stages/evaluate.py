@@ -1,0 +1,70 @@
+"""Stage: evaluate one checkpoint on the test splits -- n samples per problem, avg@n and unbiased pass@k.
+
+Sampling follows the RLRT paper's evaluation settings (temperature 0.7, top-p 0.8, top-k 20, n = 16).
+Output: one JSON with, per split, the metrics and every problem's number of correct samples (so pass@k for any
+k <= n can be recomputed later without sampling again).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from rlrt.backends.local.model import load_checkpoint, seed_everything
+from rlrt.backends.local.rl import chat_prompt
+from rlrt.backends.local.rollout import sample
+from rlrt.io import write_json
+from rlrt.metrics import summarize
+from rlrt.stages.common import parse, parser
+from rlrt.tasks.arithmetic import read_jsonl
+from rlrt.tasks.grading import Grader
+from rlrt.tasks.prompts import user_message
+
+log = logging.getLogger("rlrt.evaluate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="one jsonl per test split (split = file stem)")
+    p.add_argument("--out", required=True)
+    args, cfg = parse(p, argv)
+    seed = int(cfg["seed"])
+    seed_everything(seed)
+    model, tok = load_checkpoint(args.model)
+    n, ks = int(cfg["n"]), [k for k in cfg["ks"] if k <= int(cfg["n"])]
+    result = {"backbone": cfg["backbone"], "method": cfg["method"], "n": n, "splits": {}}
+    with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
+        for path in args.data:
+            split = Path(path).stem
+            rows = read_jsonl(path)[: cfg.get("max_problems") or None]
+            prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
+            ro = sample(model, tok, prompts, n, int(cfg["max_new_tokens"]), temperature=float(cfg["temperature"]),
+                        top_p=float(cfg["top_p"]), top_k=int(cfg["top_k"]), seed=seed,
+                        batch_size=int(cfg.get("batch_size", 256)), progress=True)
+            scores = grader.grade_batch(ro.texts, [r["answer"] for r in rows for _ in range(n)])
+            correct = np.asarray(scores, dtype=np.int64).reshape(len(rows), n)
+            metrics = summarize(correct, ks)
+            metrics[f"avg@{n}"] = metrics.pop("avg@n")
+            metrics["mean_response_length"] = float(ro.lengths.float().mean())
+            result["splits"][split] = {
+                "metrics": metrics,
+                "n_problems": len(rows),
+                "correct_counts": correct.sum(1).tolist(),
+                "example": {"prompt": prompts[0], "response": ro.texts[0], "answer": rows[0]["answer"]},
+            }
+            log.info("%s/%s %s: %s", cfg["backbone"], cfg["method"], split, metrics)
+        result["grading"] = {"unparseable": grader.n_unparseable, "errors": grader.n_errors}
+    write_json(args.out, result)
+    from rlrt.tracking import log_run
+
+    final = {f"{s}/{k}": v for s, d in result["splits"].items() for k, v in d["metrics"].items()}
+    log_run(cfg.get("tracking"), f"eval/{cfg['backbone']}/{cfg['method']}",
+            {"stage": "eval", "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
+            {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
+
+
+if __name__ == "__main__":
+    main()

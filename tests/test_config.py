@@ -1,0 +1,70 @@
+"""Config validation: every shipped config is valid; a bad value stops with one message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlrt.config import ConfigError, load, method_config, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def cfg():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "ci.yaml"])
+def test_shipped_configs_are_valid(name):
+    load(ROOT / "config" / name)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["methods"]["run"].append("ppo_magic"), "methods.run[3]"),
+        (lambda c: c["rl"].update(stepz=3), "rl.stepz"),
+        (lambda c: c["rl"].update(steps="ten"), "rl.steps"),
+        (lambda c: c["rl"].update(clip_low=-0.1), "rl.clip_low"),
+        (lambda c: c["methods"]["rlrt"].update(lambda_init=1.5), "methods.rlrt.lambda_init"),
+        (lambda c: c["eval"].update(ks=[1, 64]), "eval.ks"),
+        (lambda c: c["backbones"]["S-instruct"].update(parent="nope"), "backbones.S-instruct.parent"),
+        (lambda c: c["data"].update(test_splits=["test", "missing"]), "data.test_splits"),
+        (lambda c: c["backbones"]["M-base"].update(kind="huge"), "backbones.M-base.kind"),
+    ],
+)
+def test_bad_value_names_the_key(cfg, mutate, key):
+    bad = copy.deepcopy(cfg)
+    mutate(bad)
+    with pytest.raises(ConfigError) as e:
+        validate(bad)
+    msg = str(e.value)
+    assert f"'{key}'" in msg and "\n" not in msg
+
+
+def test_method_overrides_follow_backbone_kind(cfg):
+    assert method_config(cfg, "S-base", "rlrt")["eps_w"] == 1.0
+    assert method_config(cfg, "S-instruct", "rlrt")["eps_w"] == 0.5
+    assert method_config(cfg, "M-thinking", "rlrt") ["lambda_decay_steps"] == 30
+    assert method_config(cfg, "S-base", "grpo")["norm_adv_by_std"] is False
+    assert method_config(cfg, "S-base", "rlsd")["norm_adv_by_std"] is True
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    bad = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    bad["rl"]["mini_batch"] = "eight"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(tmp_path / "bad.yaml"), "--cores", "1", "--dry-run"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "invalid config: config key 'rl.mini_batch'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

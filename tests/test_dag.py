@@ -1,0 +1,88 @@
+"""End to end: the whole embedded DAG on config/ci.yaml, then a second run that must plan zero jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(ROOT / "config" / "ci.yaml"), "--cores", "2", *extra]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "results" / "logs").rglob("*.log")))
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dag")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_table1_has_a_number_in_every_cell(dag_run):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    n = cfg["eval"]["n"]
+    df = pd.read_csv(dag_run / "results" / "tables" / "table1.csv")
+    value_cols = [c for c in df.columns if c.endswith(f"Avg@{n}") or c.endswith(f"Pass@{n}")]
+    assert len(value_cols) == 2 * len(cfg["data"]["test_splits"])
+    for backbone in cfg["backbones"]:
+        for method in ["base"] + cfg["methods"]["run"]:
+            row = df[(df.backbone == backbone) & (df.method == method)]
+            assert len(row) == 1, (backbone, method)
+            vals = row[value_cols].to_numpy(dtype=float).ravel()
+            assert ((vals >= 0) & (vals <= 100)).all(), (backbone, method, vals)
+        delta = df[(df.backbone == backbone) & (df.method == "delta")]
+        assert len(delta) == 1
+    md = (dag_run / "results" / "tables" / "table1.md").read_text()
+    assert "Δ vs best" in md and "RLRT" in md
+
+
+@pytest.mark.slow
+def test_outputs_figure_metrics_and_mlflow(dag_run):
+    import json
+
+    png = dag_run / "results" / "figures" / "fig5_training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m = json.loads((dag_run / "results" / "runs" / "S-base" / "rlrt" / "metrics.json").read_text())
+    h = m["history"]
+    assert len(h) == 3
+    for key in ("reward_mean", "accuracy", "response_length", "entropy", "clip_frac", "weight_mean", "weight_max",
+                "lambda", "step_time"):
+        assert key in h[0]
+    assert m["method_cfg"]["eps_w"] == 1.0  # base backbone: RLRT eps_w 1.0 (Table 5)
+    inst = json.loads((dag_run / "results" / "runs" / "S-instruct" / "rlrt" / "metrics.json").read_text())
+    assert inst["method_cfg"]["eps_w"] == 0.5 and inst["method_cfg"]["lambda_decay_steps"] == 30
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{dag_run}/results/mlflow/mlflow.db")
+    exp = client.get_experiment_by_name("rlrt-ci")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    stages = {r.data.tags.get("stage") for r in runs}
+    assert {"pretrain", "sft", "rl", "eval"} <= stages
+    rl_runs = [r for r in runs if r.data.tags.get("stage") == "rl"]
+    assert len(rl_runs) == 12
+    assert all({"method", "backbone", "seed"} <= set(r.data.tags) for r in rl_runs)
+    hist = client.get_metric_history(rl_runs[0].info.run_id, "reward_mean")
+    assert len(hist) == 3
+
+
+@pytest.mark.slow
+def test_second_run_plans_nothing(dag_run):
+    proc = snakemake(dag_run, "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out, out[-3000:]

@@ -1,0 +1,87 @@
+"""The teacher view: which context each sample gets, and the student's ids scored unchanged."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from rlrt.teacher import build_contexts, sibling_context_index, teacher_user_message
+
+
+def test_sibling_is_first_other_correct_rollout_never_itself():
+    rewards = [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
+    assert sibling_context_index(rewards) == [
+        [2, 0, 0, 0],          # sample 0 is correct: its context is the *other* correct one
+        [1, None, 1, 1],       # the only correct sample gets no context (it would be itself)
+        [None] * 4,            # all wrong: nobody gets a context
+        [1, 0, 0, 0],
+    ]
+
+
+def test_build_contexts_strips_thinking_and_handles_kinds():
+    rewards = [[0, 1]]
+    responses = [["wrong <think>x</think> \\boxed{1}", "<think>long trace</think>\n3 + 4 = 7. \\boxed{7}"]]
+    ctx = build_contexts("sibling", rewards, responses)
+    assert ctx == [["3 + 4 = 7. \\boxed{7}", None]]
+    ref = build_contexts("reference", rewards, responses, references=["3 + 4 = 7."])
+    assert ref == [["3 + 4 = 7.", "3 + 4 = 7."]]
+    assert build_contexts("none", rewards, responses) == [[None, None]]
+    with pytest.raises(ValueError):
+        build_contexts("oracle", rewards, responses)
+
+
+def test_teacher_message_inserts_context_and_leaves_no_context_untouched():
+    msg = "What is 3 + 4? Please reason step by step."
+    assert teacher_user_message(msg, None, "sibling") == msg
+    t = teacher_user_message(msg, "3 + 4 = 7.", "sibling")
+    assert t.startswith(msg) and "Correct solution:\n\n3 + 4 = 7." in t
+    r = teacher_user_message(msg, "3 + 4 = 7.", "reference")
+    assert "Here is a reference solution:\n3 + 4 = 7." in r
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from rlrt.backends.local.model import build_model
+    from rlrt.tasks.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    texts = [f"What is {rng.randint(1, 99)} + {rng.randint(1, 99)}? \\boxed{{{rng.randint(1, 200)}}}" for _ in range(200)]
+    tok = train_tokenizer(texts + ["Correct solution: Correctly solve the original question. user assistant"], 300)
+    torch.manual_seed(0)
+    model = build_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                         "num_attention_heads": 2, "num_key_value_heads": 1}, tok).eval()
+    return model, tok
+
+
+def test_teacher_pass_scores_the_students_ids_with_padding_invariance(tiny):
+    """log P(y_t) from a left-padded batch with a swapped prompt equals scoring each sequence alone."""
+    from rlrt.backends.local.rl import chat_prompt, teacher_inputs
+    from rlrt.backends.local.rollout import response_logits, sample, score_responses
+    from rlrt.methods.losses import token_logprobs
+
+    model, tok = tiny
+    msgs = ["What is 3 + 4?", "What is 12 + 30?"]
+    ro = sample(model, tok, [chat_prompt(tok, m) for m in msgs], n=2, max_new_tokens=8, seed=1)
+    ctx = [["3 + 4 = 7.", None], [None, "12 + 30 = 42. \\boxed{42}"]]
+    t_ids, t_mask, has = teacher_inputs(tok, msgs, ctx, "sibling", n=2)
+    assert has.tolist() == [True, False, False, True]
+    t_logp, _ = score_responses(model, t_ids, t_mask, ro.response_ids, ro.response_mask)
+    s_logp, _ = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+    # rows without a context see exactly the student prompt -> identical log-probs
+    assert torch.allclose(t_logp[1], s_logp[1], atol=1e-5) and torch.allclose(t_logp[2], s_logp[2], atol=1e-5)
+    # row 0, scored alone without padding: same numbers as in the padded batch
+    p = t_ids[0][t_mask[0].bool()][None]
+    r_len = int(ro.response_mask[0].sum())
+    r = ro.response_ids[0, :r_len][None]
+    alone = token_logprobs(response_logits(model, p, torch.ones_like(p), r, torch.ones_like(r)), r)
+    assert torch.allclose(alone[0], t_logp[0, :r_len], atol=1e-5)
+    assert not torch.allclose(t_logp[0, :r_len], s_logp[0, :r_len])  # the context changes P_T
+
+
+def test_response_mask_stops_after_first_eos():
+    from rlrt.backends.local.rollout import response_mask_from_ids
+
+    ids = torch.tensor([[5, 6, 2, 0, 0], [5, 5, 5, 5, 5], [2, 0, 0, 0, 0]])
+    assert response_mask_from_ids(ids, eos_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
