@@ -5,7 +5,7 @@ rule table1:
     input:
         evals=eval_files(),
     output:
-        csv=f"{R}/tables/table1.csv",
+        csv=report(f"{R}/tables/table1.csv", caption="../workflow/report/table1.rst", category="Tables"),
         md=f"{R}/tables/table1.md",
     params:
         cfg=lambda w: as_json({"backbones": BACKBONES, "methods": METHODS,
@@ -28,7 +28,7 @@ rule fig5:
     input:
         runs=run_metrics(),
     output:
-        f"{R}/figures/fig5_training_curves.png",
+        report(f"{R}/figures/fig5_training_curves.png", caption="../workflow/report/fig5.rst", category="Figures"),
     params:
         cfg=lambda w: as_json({"backbones": BACKBONES, "methods": METHODS}),
     log:

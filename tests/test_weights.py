@@ -71,3 +71,13 @@ def test_no_gradient_through_delta():
     out = reweight_advantages(adv, rlsd_weight(log_ratio(t, s), adv), 0.5, 0.2, torch.tensor([True]))
     out.sum().backward()
     assert t.grad is None and s.grad is None
+
+
+def test_mixed_weight_is_the_bracket_of_eq7():
+    from rlrt.methods.weights import mixed_weight
+
+    w = torch.tensor([[0.1, 1.0, 1.3, 5.0]])
+    # lam = 0.5, eps_w = 0.2: clip -> [0.8, 1.0, 1.2, 1.2]; 0.5 + 0.5 * clip
+    assert torch.allclose(mixed_weight(w, 0.5, 0.2), torch.tensor([[0.9, 1.0, 1.1, 1.1]]))
+    # eps_w > 1: the lower bound is 0, not negative
+    assert torch.allclose(mixed_weight(torch.tensor([[0.0]]), 1.0, 2.0), torch.tensor([[0.0]]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 def _client(uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network at run time
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from mlflow import MlflowClient
 
@@ -53,6 +55,11 @@ def ensure_experiment(uri: str, experiment: str, artifact_root: str | None = Non
         return exp.experiment_id
 
 
+def metric_name(key: str) -> str:
+    """MLflow metric names allow [A-Za-z0-9_-. :/]: ``pass@16`` is logged as ``pass_at_16``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("@", "_at_"))
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in d.items():
@@ -80,10 +87,10 @@ def log_run(
     rid = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [
-        Metric(k, float(v), now, int(rec.get(step_key, i)))
+        Metric(metric_name(k), float(v), now, int(rec.get(step_key, i)))
         for i, rec in enumerate(history) for k, v in rec.items() if k != step_key and isinstance(v, (int, float))
     ]
-    metrics += [Metric(f"final/{k}", float(v), now, 0) for k, v in (final or {}).items()
+    metrics += [Metric(metric_name(f"final/{k}"), float(v), now, 0) for k, v in (final or {}).items()
                 if isinstance(v, (int, float))]
     flat = [Param(k, v) for k, v in _flat(params).items()]
     for i in range(0, max(len(metrics), 1), 1000):

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from rlrt.methods.weights import reweight_advantages, rlrt_weight, rlsd_weight
+from rlrt.methods.weights import mixed_weight, reweight_advantages, rlrt_weight, rlsd_weight
 
 WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,6 +103,5 @@ def token_advantages(
         apply = apply & (rewards > 0.5)
     w = spec.weight_fn(delta, adv)
     tok = reweight_advantages(adv, w, lam, eps_w, apply) * mask
-    eff = (1.0 - lam) + lam * w.clamp(max(0.0, 1.0 - eps_w), 1.0 + eps_w)
-    eff = torch.where(apply[:, None], eff, torch.ones_like(eff)) * mask
+    eff = torch.where(apply[:, None], mixed_weight(w, lam, eps_w), torch.ones_like(w)) * mask
     return tok, eff

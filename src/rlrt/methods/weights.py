@@ -49,6 +49,16 @@ def rlrt_weight(delta: Tensor, adv: Tensor) -> Tensor:
     return torch.exp(-_sign(adv) * delta.detach())
 
 
+def mixed_weight(weight: Tensor, lam: float, eps_w: float) -> Tensor:
+    """The bracket of Eq. 7: (1 - lam) + lam * clip(w_t, max(0, 1 - eps_w), 1 + eps_w), detached.
+
+    Args:
+        weight: (N, T) per-token weights. Returns: (N, T) multipliers of A.
+    """
+    lo = max(0.0, 1.0 - eps_w)
+    return (1.0 - lam) + lam * weight.detach().clamp(min=lo, max=1.0 + eps_w)
+
+
 def reweight_advantages(adv: Tensor, weight: Tensor, lam: float, eps_w: float, apply_mask: Tensor) -> Tensor:
     """Token-level advantage, Eq. 7 / Table 4.
 
@@ -66,9 +76,7 @@ def reweight_advantages(adv: Tensor, weight: Tensor, lam: float, eps_w: float, a
     Returns:
         (N, T) token-level advantages (no gradient through the weight).
     """
-    lo = max(0.0, 1.0 - eps_w)
-    w = weight.detach().clamp(min=lo, max=1.0 + eps_w)
     a = adv.unsqueeze(-1)
-    mixed = a * ((1.0 - lam) + lam * w)
+    mixed = a * mixed_weight(weight, lam, eps_w)
     plain = a.expand_as(mixed)
     return torch.where(apply_mask.to(torch.bool).unsqueeze(-1), mixed, plain)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    # The embedded default never reaches a hub: checkpoints and tokenizers are local folders.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = p.parse_args(argv)
     cfg = json.loads(args.cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",

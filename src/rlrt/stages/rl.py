@@ -20,6 +20,12 @@ from rlrt.tasks.grading import Grader
 log = logging.getLogger("rlrt.rl")
 
 
+def log_step(m: dict) -> None:
+    log.info("step %3d  acc %5.1f%%  len %5.1f  ent %.3f  clip %.3f  w %.3f/%.3f  lam %.2f  %.1fs",
+             m["step"], m["accuracy"], m["response_length"], m["entropy"], m["clip_frac"], m["weight_mean"],
+             m["weight_max"], m["lambda"], m["step_time"])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--model", required=True, help="initial checkpoint folder")
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_jsonl(args.data)
     log.info("rl %s on %s: %d train problems, %s", spec.name, cfg["backbone"]["name"], len(rows), method_cfg)
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
-        history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch)
+        history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step)
         skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)
     k = max(1, len(history) // 5)

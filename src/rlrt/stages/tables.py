@@ -11,6 +11,7 @@ import logging
 import math
 
 import pandas as pd
+from tabulate import tabulate
 
 from rlrt.io import atomic_path, read_json
 from rlrt.stages.common import parse, parser
@@ -50,20 +51,22 @@ def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: 
 
 
 def to_markdown(df: pd.DataFrame, title: str) -> str:
-    flat = df.copy()
-    flat.columns = [f"{s} {m}" for s, m in flat.columns]
-    flat.index = flat.index.get_level_values("row")
-    fmt = flat.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}")
-    for i, label in enumerate(fmt.index):
-        if "Δ" in label:
-            fmt.iloc[i] = [f"{v:+.1f}" for v in flat.iloc[i]]
-    return f"{title}\n\n" + fmt.to_markdown(tablefmt="github") + "\n"
+    """Paper layout: the backbone's own row names the block, method rows follow; numbers to one decimal."""
+    lines = []
+    for (backbone, method, label), vals in zip(df.index, df.to_numpy()):
+        fmt = "{:+.1f}" if method == "delta" else "{:.1f}"
+        cells = ["" if isinstance(v, float) and math.isnan(v) else fmt.format(v) for v in vals]
+        lines.append([label.strip() if method == "base" else "", "" if method == "base" else label.strip(), *cells])
+    headers = ["Backbone", "Method", *[f"{s} {m}" for s, m in df.columns]]
+    return f"{title}\n\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True,
+                                     colalign=["left", "left"] + ["right"] * len(df.columns)) + "\n"
 
 
 def write_table(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
     out = df.copy()
     out.columns = [f"{s}/{m}" for s, m in out.columns]
     out = out.reset_index()
+    out["row"] = out["row"].str.strip()
     with atomic_path(csv) as tmp:
         out.round(4).to_csv(tmp, index=False)
     with atomic_path(md) as tmp:

@@ -48,7 +48,7 @@ def train_lm(
     """AdamW with linear warm-up and cosine decay to 10% of ``lr``; next-token loss on masked positions."""
     import math
 
-    from tqdm import tqdm
+    from rlrt.progress import progress
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -63,7 +63,7 @@ def train_lm(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
     history = []
-    bar = tqdm(range(steps), desc=desc, unit="step")
+    bar = progress(range(steps), desc=desc, unit="step")
     for step in bar:
         t0 = time.perf_counter()
         ids, attn, labels = collate(make_batch(rng, batch_size), tokenizer.pad_token_id)
@@ -78,6 +78,6 @@ def train_lm(
         history.append(rec)
         if on_step and (step % log_every == 0 or step == steps - 1):
             on_step(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", refresh=False)
     model.eval()
     return history

@@ -195,9 +195,9 @@ def train(
     history = []
     steps = range(cfg.steps)
     if progress:
-        from tqdm import tqdm
+        from rlrt.progress import progress as bar
 
-        steps = tqdm(steps, desc=f"rl:{spec.name}", unit="step")
+        steps = bar(steps, desc=f"rl:{spec.name}", unit="step")
     for step in steps:
         if len(order) < cfg.question_batch:
             perm = list(range(len(train_rows)))
@@ -211,5 +211,5 @@ def train(
         if on_step:
             on_step(metrics)
         if progress and hasattr(steps, "set_postfix"):
-            steps.set_postfix(acc=f"{metrics['accuracy']:.1f}", len=f"{metrics['response_length']:.0f}")
+            steps.set_postfix(acc=f"{metrics['accuracy']:.1f}", len=f"{metrics['response_length']:.0f}", refresh=False)
     return history

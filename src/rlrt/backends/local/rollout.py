@@ -86,9 +86,9 @@ def sample(
     torch.manual_seed(seed)
     chunks = range(0, len(rows), batch_size)
     if progress:
-        from tqdm import tqdm
+        from rlrt.progress import progress as bar
 
-        chunks = tqdm(chunks, desc="sampling", unit="batch", leave=False)
+        chunks = bar(chunks, desc="sampling", unit="batch", leave=False)
     resp_chunks = []
     for start in chunks:
         ids, mask = left_pad(rows[start:start + batch_size], pad_id)

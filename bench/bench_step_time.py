@@ -1,0 +1,85 @@
+"""Benchmark: per-step cost of RLRT's teacher pass, measured side by side with GRPO in one run.
+
+Alternates GRPO and RLRT steps (same model weights, same prompts, same sampling seed) so that both see the same
+machine state, and reports mean step time per method and the RLRT/GRPO ratio. Uses the pipeline's S-base
+checkpoint when it exists (``results/checkpoints/S-base``), else a freshly built model of the same size.
+
+    python bench/bench_step_time.py [--checkpoint DIR] [--steps 6] [--out results/bench/step_time.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from rlrt.backends.local import rl as engine
+from rlrt.backends.local.model import build_model, load_checkpoint, set_threads
+from rlrt.config import load, method_config
+from rlrt.methods.registry import get_method
+from rlrt.tasks.arithmetic import generate_splits
+from rlrt.tasks.grading import Grader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
+    p.add_argument("--checkpoint", default=str(ROOT / "results" / "checkpoints" / "S-base"))
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--out", default=str(ROOT / "results" / "bench" / "step_time.json"))
+    args = p.parse_args()
+    set_threads(1)
+    cfg = load(args.config)
+    if Path(args.checkpoint).exists():
+        model, tok = load_checkpoint(args.checkpoint)
+        source = args.checkpoint
+    else:
+        from rlrt.stages.tokenizer import corpus
+        from rlrt.tasks.tokenizer import train_tokenizer
+
+        rows = generate_splits(0, {"train": cfg["data"]["splits"]["train"]})["train"]
+        tok = train_tokenizer(corpus(rows, 0), cfg["tokenizer"]["vocab_size"])
+        torch.manual_seed(0)
+        model = build_model(cfg["backbones"]["S-base"]["arch"], tok)
+        source = "fresh S-base architecture (no checkpoint found)"
+    rows = generate_splits(cfg["data"]["seed"], {"train": cfg["data"]["splits"]["train"]})["train"]
+    rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "max_response_length":
+                                        cfg["backbones"]["S-base"]["max_response_length"]})
+    init = copy.deepcopy(model.state_dict())
+    times: dict[str, list[float]] = {"grpo": [], "rlrt": []}
+    teacher: list[float] = []
+    with Grader(workers=1) as grader:
+        for step in range(args.steps + 1):  # step 0 warms up both paths and is not counted
+            batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
+            for method in ("grpo", "rlrt"):
+                model.load_state_dict(init)
+                spec = get_method(method)
+                opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
+                t0 = time.perf_counter()
+                m = engine.rl_step(model, tok, opt, spec, method_config(cfg, "S-base", method), rl_cfg, batch, step,
+                                   grader.grade_batch)
+                if step:
+                    times[method].append(time.perf_counter() - t0)
+                    if method == "rlrt":
+                        teacher.append(m["time_teacher"])
+    res = {
+        "source": source,
+        "question_batch": rl_cfg.question_batch, "n_rollouts": rl_cfg.n_rollouts, "steps": args.steps,
+        "grpo_step_s": statistics.mean(times["grpo"]), "rlrt_step_s": statistics.mean(times["rlrt"]),
+        "rlrt_teacher_pass_s": statistics.mean(teacher),
+    }
+    res["rlrt_over_grpo"] = res["rlrt_step_s"] / res["grpo_step_s"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
