@@ -7,7 +7,7 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup dryrun bench clean
+.PHONY: run test setup dryrun report bench clean
 
 # torch first, pinned to the CPU build served here; then the package with its pinned deps.
 $(BIN)/.installed: pyproject.toml
@@ -24,6 +24,10 @@ run: setup
 
 dryrun: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
+
+# Snakemake's self-contained HTML report of the finished run (figures, tables, runtimes, provenance).
+report: setup
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -78,7 +78,7 @@ def log_run(
     """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled)."""
     if not tracking or not tracking.get("enabled", True):
         return None
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     uri, experiment = tracking["uri"], tracking.get("experiment", "rlrt")
     exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from pathlib import Path
 
 from rlrt.backends.local.lm import chat_example, train_lm
 from rlrt.backends.local.model import build_model, load_checkpoint, n_params, save_checkpoint, seed_everything

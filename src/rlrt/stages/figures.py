@@ -26,9 +26,13 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 
 def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, metric: str = "reward_mean") -> None:
-    fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 3.4), squeeze=False)
+    ncols = min(2, len(backbones))
+    nrows = -(-len(backbones) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
     by_key = {(r["summary"]["backbone"], r["summary"]["method"]): r for r in runs}
-    for ax, b in zip(axes[0], backbones):
+    for ax in axes.flat[len(backbones):]:
+        ax.set_visible(False)
+    for ax, b in zip(axes.flat, backbones):
         for m in methods:
             r = by_key.get((b, m))
             if r is None:
@@ -40,9 +44,9 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
             ax.plot(steps, smooth(y, w), color=COLORS.get(m), lw=2, label=m.upper())
         ax.set_title(b)
         ax.set_xlabel("training step")
+        ax.set_ylabel("training reward")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("training reward (mean over rollouts)")
-    axes[0][-1].legend(loc="best")
+    axes.flat[0].legend(loc="best")
     fig.suptitle("Training score curves (embedded analogue of RLRT Fig. 5)")
     fig.tight_layout()
     with atomic_path(out) as tmp:

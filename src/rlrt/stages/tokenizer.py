@@ -18,8 +18,8 @@ log = logging.getLogger("rlrt.tokenizer")
 def corpus(rows: list[dict], seed: int) -> list[str]:
     """Every kind of text the models will see: questions + instruction, solutions, traces, teacher templates."""
     rng = random.Random(seed)
-    from rlrt.tasks.prompts import CHAT_TEMPLATE  # noqa: F401  (roles below are what the template renders)
 
+    # role headers the chat template renders, so "user" / "assistant" become single tokens
     texts = [SIBLING_TEMPLATE, REFERENCE_TEMPLATE] + ["<|im_start|>user\n", "<|im_start|>assistant\n"] * 200
     for row in rows:
         order = list(range(len(row["terms"])))

@@ -17,7 +17,6 @@ the first mini-batch and differ only by the policy drift within one step afterwa
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
