@@ -61,3 +61,13 @@ def test_grader_pool_matches_inprocess():
         assert g1.n_unparseable == 2 and g1.n_errors == 0
     with pytest.raises(ValueError):
         Grader(workers=0).grade_batch(["a"], [])
+
+
+def test_plain_numbers_are_decided_without_math_verify():
+    from rlrt.tasks.grading import Grader
+
+    g = Grader(workers=1)
+    scores = g.grade_batch(["\\boxed{424.0}", "\\boxed{423}", "\\boxed{-7}", "\\boxed{1/2}"], ["424", "424", "-7", "0.5"])
+    assert scores == [1.0, 0.0, 1.0, 1.0]
+    assert g.n_verified == 1  # only the fraction needed math-verify
+    g.close()

@@ -112,3 +112,18 @@ def test_mixed_length_split_draws_each_term_count():
     rows = generate_splits(3, {"train": {"n": 200, "n_terms": [2, 3, 4], "min_digits": 1, "max_digits": 2}})["train"]
     assert {len(r["terms"]) for r in rows} == {2, 3, 4}
     assert all(sum(r["terms"]) == int(r["answer"]) for r in rows)
+
+
+def test_verify_trace_checks_in_another_order_and_grades():
+    import random
+
+    from rlrt.tasks.arithmetic import solution_text, verify_solution
+    from rlrt.tasks.grading import grade
+    from rlrt.tasks.prompts import strip_think
+
+    text = verify_solution([73, 8, 26], random.Random(0), order=[0, 2, 1])
+    think, answer = text.split("</think>\n")
+    assert think.startswith("<think>\n73 + 26 = 99. 99 + 8 = 107.\nCheck: ")
+    assert "Check: 73 + 26" not in think  # the check takes another order
+    assert answer == solution_text([73, 8, 26], [0, 2, 1])
+    assert strip_think(text) == answer and grade(text, "107") == 1.0

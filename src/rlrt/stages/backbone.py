@@ -4,8 +4,9 @@
   problem+solution documents (a random step order each time) for a fixed budget of steps, so that test accuracy
   starts low but non-zero.
 * ``mode: sft`` (S-instruct, M-thinking): start from the parent checkpoint; loss on the assistant turn only;
-  ``format: compact`` (prompt -> step-by-step answer) or ``format: scratchpad`` (long <think> column-addition
-  traces, the thinking model's stand-in).
+  ``format: compact`` (prompt -> step-by-step answer), ``format: verify`` (a <think> block that works the sum
+  and checks it in another order, then answers: the thinking model's stand-in) or ``format: scratchpad`` (long
+  <think> column-addition traces, ~4x the compact length).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rlrt.backends.local.lm import chat_example, train_lm
 from rlrt.backends.local.model import build_model, load_checkpoint, n_params, save_checkpoint, seed_everything
 from rlrt.io import write_json
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text
+from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text, verify_solution
 from rlrt.tasks.prompts import user_message
 
 log = logging.getLogger("rlrt.backbone")
@@ -32,6 +33,8 @@ def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool):
             rng.shuffle(order)
             if fmt == "scratchpad":
                 answer = scratchpad_solution(row["terms"], rng, order)
+            elif fmt == "verify":
+                answer = verify_solution(row["terms"], rng, order)
             else:
                 answer = solution_text(row["terms"], order)
             out.append(chat_example(tokenizer, user_message(row["question"]), answer, loss_on_prompt))

@@ -7,7 +7,7 @@ import random
 
 from rlrt.io import atomic_dir
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text
+from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text, verify_solution
 from rlrt.tasks.prompts import user_message
 from rlrt.tasks.tokenizer import train_tokenizer
 from rlrt.teacher import REFERENCE_TEMPLATE, SIBLING_TEMPLATE
@@ -25,7 +25,7 @@ def corpus(rows: list[dict], seed: int) -> list[str]:
         order = list(range(len(row["terms"])))
         rng.shuffle(order)
         texts += [user_message(row["question"]), row["solution"], solution_text(row["terms"], order),
-                  scratchpad_solution(row["terms"], rng)]
+                  scratchpad_solution(row["terms"], rng), verify_solution(row["terms"], rng)]
     return texts
 
 

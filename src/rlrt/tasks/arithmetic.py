@@ -99,6 +99,30 @@ def scratchpad_solution(terms: Sequence[int], rng: random.Random,
     return "<think>\n" + "\n".join(lines) + "\n</think>\n" + solution_text(terms, order)
 
 
+def steps_text(terms: Sequence[int], order: Sequence[int]) -> str:
+    """The pairwise steps of ``solution_text`` without the final sentence, e.g. "12 + 67 = 79. 79 + 345 = 424." """
+    return solution_text(terms, order).rsplit(" So the answer is", 1)[0]
+
+
+def verify_solution(terms: Sequence[int], rng: random.Random, order: Sequence[int] | None = None) -> str:
+    """Short "thinking" trace: work the sum in one order, check it in another, then answer.
+
+    ``<think>\n{steps in order A}\nCheck: {steps in order B}\n</think>\n{compact solution in order A}``,
+    about 2x the compact length: a thinking model's stand-in that stays affordable on 2 CPU cores (the column
+    trace of ``scratchpad_solution`` is ~4x).
+    """
+    if order is None:
+        order = list(range(len(terms)))
+        rng.shuffle(order)
+    order = _check_order(terms, order)
+    other = list(order)
+    if len(set(terms)) > 1:
+        while [terms[i] for i in other] == [terms[i] for i in order]:
+            rng.shuffle(other)
+    return ("<think>\n" + steps_text(terms, order) + "\nCheck: " + steps_text(terms, other) + "\n</think>\n"
+            + solution_text(terms, order))
+
+
 def make_problem(rng: random.Random, n_terms: int, min_digits: int, max_digits: int) -> dict[str, Any]:
     if n_terms < 2:
         raise ValueError("n_terms must be >= 2")

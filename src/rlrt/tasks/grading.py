@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import re
 import threading
+from decimal import Decimal
 
 __all__ = ["extract_boxed", "grade", "Grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
 _MARKERS = ("\\boxed", "\\fbox")
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 def extract_boxed(text: str) -> str | None:
@@ -78,6 +81,9 @@ def _fast(response: str, answer: str) -> tuple[float | None, str | None]:
         return 1.0, pred_s
     if not pred_s or not gold_s:
         return 0.0, pred_s
+    if _NUMBER.match(pred_s) and _NUMBER.match(gold_s):
+        # two plain decimals: compare exactly (424 == 424.0) without a math-verify round trip
+        return (1.0 if Decimal(pred_s) == Decimal(gold_s) else 0.0), pred_s
     return None, pred_s
 
 
