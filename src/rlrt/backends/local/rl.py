@@ -29,6 +29,7 @@ from rlrt.methods.advantages import group_advantages, linear_decay
 from rlrt.methods.losses import clipped_surrogate, entropy_from_logits, token_logprobs
 from rlrt.methods.registry import MethodSpec, token_advantages
 from rlrt.methods.weights import log_ratio
+from rlrt.tasks.prompts import user_message
 from rlrt.teacher import build_contexts, teacher_user_message
 
 
@@ -91,8 +92,6 @@ def rl_step(
     """One RL step on ``batch`` (rows with question / answer / solution). Returns the step's metrics."""
     t0 = time.perf_counter()
     n, G = cfg.n_rollouts, len(batch)
-    from rlrt.tasks.prompts import user_message
-
     user_msgs = [user_message(row["question"]) for row in batch]
     prompts = [chat_prompt(tokenizer, m) for m in user_msgs]
     ro: Rollouts = sample(model, tokenizer, prompts, n, cfg.max_response_length, temperature=cfg.temperature,
@@ -109,10 +108,10 @@ def rl_step(
     t1 = time.perf_counter()
     delta = has_ctx = None
     if spec.needs_teacher:
+        kind = method_cfg.get("context", spec.context)
         texts = [ro.texts[g * n:(g + 1) * n] for g in range(G)]
-        ctx = build_contexts(method_cfg.get("context", spec.context), rewards.view(G, n).tolist(), texts,
-                             [row["solution"] for row in batch])
-        t_ids, t_mask, has_ctx = teacher_inputs(tokenizer, user_msgs, ctx, method_cfg.get("context", spec.context), n)
+        ctx = build_contexts(kind, rewards.view(G, n).tolist(), texts, [row["solution"] for row in batch])
+        t_ids, t_mask, has_ctx = teacher_inputs(tokenizer, user_msgs, ctx, kind, n)
         teacher_logp, _ = score_responses(model, t_ids, t_mask, ro.response_ids, ro.response_mask,
                                           cfg.temperature, cfg.micro_batch)
         delta = log_ratio(teacher_logp, old_logp)
