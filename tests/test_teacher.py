@@ -57,7 +57,8 @@ def tiny():
 
 def test_teacher_pass_scores_the_students_ids_with_padding_invariance(tiny):
     """log P(y_t) from a left-padded batch with a swapped prompt equals scoring each sequence alone."""
-    from rlrt.backends.local.rl import chat_prompt, teacher_inputs
+    from rlrt.backends.local.rl import teacher_inputs
+    from rlrt.tasks.prompts import chat_prompt
     from rlrt.backends.local.rollout import response_logits, sample, score_responses
     from rlrt.methods.losses import token_logprobs
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.backends.local.rl import chat_prompt
 from rlrt.backends.local.rollout import sample
 from rlrt.io import write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import Grader
-from rlrt.tasks.prompts import user_message
+from rlrt.tasks.prompts import chat_prompt, user_message
 
 log = logging.getLogger("rlrt.evaluate")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["INSTRUCTION", "CHAT_TEMPLATE", "user_message", "strip_think"]
+__all__ = ["INSTRUCTION", "CHAT_TEMPLATE", "user_message", "chat_prompt", "strip_think"]
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -23,6 +23,12 @@ _THINK_RE = re.compile(r"\s*<think>.*?</think>\s*", re.DOTALL)
 
 def user_message(question: str) -> str:
     return question + " " + INSTRUCTION
+
+
+def chat_prompt(tokenizer, user: str) -> str:
+    """The generation prompt for one user turn, rendered by the tokenizer's own chat template."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def strip_think(text: str) -> str:

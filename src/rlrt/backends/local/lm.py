@@ -12,14 +12,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from rlrt.tasks.prompts import chat_prompt
+
 Example = tuple[list[int], list[int]]  # token ids, loss mask (1 = predict this token)
 
 
 def chat_example(tokenizer, user: str, assistant: str, loss_on_prompt: bool) -> Example:
     """One chat-formatted example; the loss covers the assistant turn (and its EOS), plus the prompt if asked."""
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                           add_generation_prompt=True)
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    p_ids = tokenizer(chat_prompt(tokenizer, user), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(assistant, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     mask = [1 if loss_on_prompt else 0] * len(p_ids) + [1] * len(r_ids)
     if loss_on_prompt:

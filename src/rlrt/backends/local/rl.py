@@ -29,7 +29,7 @@ from rlrt.methods.advantages import group_advantages, linear_decay
 from rlrt.methods.losses import clipped_surrogate, entropy_from_logits, token_logprobs
 from rlrt.methods.registry import MethodSpec, token_advantages
 from rlrt.methods.weights import log_ratio
-from rlrt.tasks.prompts import user_message
+from rlrt.tasks.prompts import chat_prompt, user_message
 from rlrt.teacher import build_contexts, teacher_user_message
 
 
@@ -56,10 +56,6 @@ class RLConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RLConfig":
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in fields})
-
-
-def chat_prompt(tokenizer, user: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
 
 
 def warmup_lr(step: int, warmup_steps: int) -> float:
