@@ -20,5 +20,5 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        all_outputs(),
+        ALL_OUTPUTS,
     default_target: True

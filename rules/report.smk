@@ -1,5 +1,7 @@
 # Tables and figures, generated from the per-run JSON files.
 
+ALL_OUTPUTS.extend([f"{R}/tables/table1.csv", f"{R}/tables/table1.md", f"{R}/figures/fig5_training_curves.png"])
+
 
 rule table1:
     input:
