@@ -28,7 +28,7 @@ def test_shipped_configs_are_valid(name):
 @pytest.mark.parametrize(
     "mutate, key",
     [
-        (lambda c: c["methods"]["run"].append("ppo_magic"), "methods.run[3]"),
+        (lambda c: c["methods"]["run"].append("ppo_magic"), "methods.run[5]"),
         (lambda c: c["rl"].update(stepz=3), "rl.stepz"),
         (lambda c: c["rl"].update(steps="ten"), "rl.steps"),
         (lambda c: c["rl"].update(clip_low=-0.1), "rl.clip_low"),
@@ -68,3 +68,43 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "invalid config: config key 'rl.mini_batch'" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_run_ids_round_trip_and_sweeps_dedupe(cfg):
+    from rlrt.config import parse_run_id, planned_runs, run_config, run_id, sweep_runs
+
+    assert run_id("rlrt", "eps_w", 0.5) == "rlrt@eps_w=0.5" and run_id("grpo") == "grpo"
+    assert parse_run_id("rlrt@eps_w=0.5") == ("rlrt", {"eps_w": 0.5})
+    assert parse_run_id("rlsd@context=sibling") == ("rlsd", {"context": "sibling"})
+    assert parse_run_id("srpo@beta=0.0") == ("srpo", {"beta": 0.0})
+    # S-base: RLRT's configured eps_w is 1.0, so that sweep point is the plain run
+    sw = {"method": "rlrt", "key": "eps_w", "values": [0.2, 0.5, 1.0], "backbones": ["S-base"]}
+    assert sweep_runs(cfg, sw, "S-base") == ["rlrt@eps_w=0.2", "rlrt@eps_w=0.5", "rlrt"]
+    # on the instruct backbone the override (0.5) is configured instead
+    assert sweep_runs(cfg, {**sw, "backbones": ["S-instruct"]}, "S-instruct") == [
+        "rlrt@eps_w=0.2", "rlrt", "rlrt@eps_w=1.0"]
+    assert run_config(cfg, "S-base", "rlrt@eps_w=0.2")["eps_w"] == 0.2
+    assert run_config(cfg, "S-instruct", "rlrt_all")["eps_w"] == 0.5
+    runs = planned_runs(cfg)
+    assert "rlrt_all" in runs["S-instruct"] and "rlrt_all" not in runs["S-base"]
+    assert len(runs["S-base"]) == len(set(runs["S-base"]))
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["methods"]["run"].append("ppo"), "methods.run[5]"),
+        (lambda c: c["methods"]["sdpo"].update(alpha=1.5), "methods.sdpo.alpha"),
+        (lambda c: c["methods"]["diver"].update(variant="rouge"), "methods.diver.variant"),
+        (lambda c: c["experiments"]["sweeps"][0].update(key="not_a_setting"), "experiments.sweeps[0].key"),
+        (lambda c: c["experiments"]["fig8"].update(runs=["grpo", "rlrt_all"]), "experiments.fig8.runs"),
+        (lambda c: c["experiments"]["extra_runs"].update(grpo_eb=["XL-base"]), "experiments.extra_runs.grpo_eb"),
+        (lambda c: c["rl"].update(clip_ratio_c=0.5), "rl.clip_ratio_c"),
+    ],
+)
+def test_experiment_config_errors_name_the_key(cfg, mutate, key):
+    bad = copy.deepcopy(cfg)
+    mutate(bad)
+    with pytest.raises(ConfigError) as e:
+        validate(bad)
+    assert key in str(e.value), str(e.value)

@@ -80,3 +80,32 @@ def test_token_logprobs_temperature():
     assert token_logprobs(logits, ids).item() == pytest.approx(-0.2876821, abs=1e-6)
     # T=2: p1 = sqrt3 / (1 + sqrt3) = 0.6339746 -> log = -0.4557464
     assert token_logprobs(logits, ids, temperature=2.0).item() == pytest.approx(-0.4557464, abs=1e-6)
+
+
+def test_entropy_bonus_sign_raises_entropy():
+    from rlrt.methods.losses import entropy_bonus, entropy_from_logits
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0]]], requires_grad=True)
+    mask = torch.ones(1, 1)
+    h = entropy_from_logits(logits)
+    loss = entropy_bonus(h, mask, 0.1)
+    assert float(loss.detach()) == pytest.approx(-0.1 * float(h.detach()))
+    loss.backward()
+    with torch.no_grad():
+        assert entropy_from_logits(logits - 1.0 * logits.grad) > h  # descending the loss raises the entropy
+
+
+def test_dual_clip_bounds_negative_advantage_loss():
+    from rlrt.methods.losses import surrogate_tokens
+
+    logp = torch.tensor([[math.log(5.0), math.log(5.0), math.log(0.5)]])
+    old = torch.zeros(1, 3)
+    adv = torch.tensor([[-1.0, 1.0, -1.0]])
+    pg, _, _ = surrogate_tokens(logp, old, adv, 0.2, 0.28, clip_ratio_c=3.0)
+    # ratio 5, A = -1: max(5, 1.28) = 5, dual-clip min(5, 3) = 3; A = +1: max(-5, -1.28) = -1.28; ratio 0.5, A = -1:
+    # max(0.5, 0.8) = 0.8 (below 3, unchanged)
+    assert torch.allclose(pg, torch.tensor([[3.0, -1.28, 0.8]]))
+    pg0, _, _ = surrogate_tokens(logp, old, adv, 0.2, 0.28, clip_ratio_c=None)
+    assert torch.allclose(pg0, torch.tensor([[5.0, -1.28, 0.8]]))
+    with pytest.raises(ValueError):
+        surrogate_tokens(logp, old, adv, clip_ratio_c=1.0)

@@ -41,21 +41,27 @@ def make_cfg(**kw):
     return engine.RLConfig(**base)
 
 
-@pytest.mark.parametrize("method", ["grpo", "rlsd", "rlrt"])
+@pytest.mark.parametrize("method", ["grpo", "rlsd", "rlrt", "sdpo", "srpo", "grpo_eb", "diver", "rlrt_all"])
 def test_one_step_per_method_logs_everything(tiny, method):
     model, tok = tiny
     spec = get_method(method)
     mcfg = {**spec.defaults}
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    m = engine.rl_step(model, tok, opt, spec, mcfg, make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
+    teacher = __import__("copy").deepcopy(model) if spec.needs_teacher_logits else None
+    m = engine.rl_step(model, tok, opt, spec, mcfg, make_cfg(), ROWS[:2], step=0, grade_fn=alternating,
+                       teacher_model=teacher)
     for key in ("reward_mean", "accuracy", "response_length", "entropy", "clip_frac", "weight_mean", "weight_max",
                 "lambda", "step_time", "context_frac"):
         assert key in m
     assert m["reward_mean"] == 0.5 and m["mixed_groups"] == 1.0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "no parameter moved"
-    if method == "grpo":
+    if method in ("grpo", "grpo_eb", "diver"):
         assert m["weight_mean"] == 1.0 and m["weight_max"] == 1.0 and m["context_frac"] == 0.0
+    elif method == "sdpo":  # every rollout with a correct sibling is distilled (all of them here)
+        assert m["distill_frac"] == 1.0 and m["distill_loss"] > 0
+    elif method == "srpo":  # the incorrect half is distilled, the correct half takes the surrogate
+        assert m["distill_frac"] == 0.5 and m["distill_loss"] > 0
     else:
         assert m["lambda"] == 0.5
         assert 1.0 - 0.5 * spec.defaults["eps_w"] - 1e-6 <= m["weight_mean"] <= 1.0 + 0.5 * spec.defaults["eps_w"] + 1e-6
@@ -103,3 +109,72 @@ def test_training_is_deterministic(tiny):
                             alternating, progress=False)
         runs.append(([h["loss"] for h in hist], [h["response_length"] for h in hist]))
     assert runs[0] == runs[1]
+
+
+def test_sdpo_without_any_correct_sibling_does_not_update(tiny):
+    model, tok = tiny
+    spec = get_method("sdpo")
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    teacher = __import__("copy").deepcopy(model)
+    m = engine.rl_step(model, tok, opt, spec, dict(spec.defaults), make_cfg(), ROWS[:2], step=0,
+                       grade_fn=lambda t, a: [0.0] * len(t), teacher_model=teacher)
+    assert m["distill_frac"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sdpo_teacher_is_frozen_unless_ema(tiny):
+    model, tok = tiny
+    spec = get_method("sdpo")
+    for rate, should_move in ((0.0, False), (0.5, True)):
+        teacher = __import__("copy").deepcopy(model)
+        t0 = [p.detach().clone() for p in teacher.parameters()]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        engine.rl_step(model, tok, opt, spec, {**spec.defaults, "ema_rate": rate}, make_cfg(), ROWS[:2], step=0,
+                       grade_fn=alternating, teacher_model=teacher)
+        moved = any(not torch.equal(a, b) for a, b in zip(t0, teacher.parameters()))
+        assert moved == should_move
+
+
+def test_diver_bonus_shapes_the_advantage(tiny, monkeypatch):
+    model, tok = tiny
+    seen = {}
+    real = engine.group_advantages
+
+    def spy(rewards, norm):
+        seen["r"] = rewards.clone()
+        return real(rewards, norm)
+
+    monkeypatch.setattr(engine, "group_advantages", spy)
+    monkeypatch.setattr(engine, "diversity_bonus", lambda v, texts, r, step, s: [0.25] * len(texts))
+    spec = get_method("diver")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    m = engine.rl_step(model, tok, opt, spec, dict(spec.defaults), make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
+    assert torch.allclose(seen["r"], torch.tensor([[1.25, 0.25, 1.25, 0.25]] * 2))
+    assert m["diversity_bonus"] == pytest.approx(0.25) and m["reward_mean"] == 0.5
+
+
+def test_resume_gives_the_same_numbers(tiny, tmp_path):
+    import copy
+
+    model, tok = tiny
+    spec = get_method("rlrt")
+    cfg = make_cfg(steps=3)
+    m_full = copy.deepcopy(model)
+    full = engine.train(m_full, tok, ROWS, spec, dict(spec.defaults), cfg, alternating, progress=False)
+    # interrupted after 2 steps (state saved every step), then resumed from a fresh copy of the initial model
+    state = tmp_path / "state.pt"
+    m_a = copy.deepcopy(model)
+    engine.train(m_a, tok, ROWS, spec, dict(spec.defaults), make_cfg(steps=2), alternating, progress=False,
+                 state_path=str(state), save_every=1)
+    assert state.exists()
+    saved = []
+    m_b = copy.deepcopy(model)
+    resumed = engine.train(m_b, tok, ROWS, spec, dict(spec.defaults), cfg, alternating, progress=False,
+                           state_path=str(state), save_every=1, on_save=saved.append, save_steps=[3])
+    assert [h["step"] for h in resumed] == [0, 1, 2]
+    assert [h["reward_mean"] for h in resumed] == [h["reward_mean"] for h in full]
+    assert resumed[-1]["loss"] == pytest.approx(full[-1]["loss"], rel=1e-5)
+    for a, b in zip(m_full.parameters(), m_b.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert saved == [3]

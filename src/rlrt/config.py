@@ -70,6 +70,101 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
     for k in cfg["eval"]["ks"]:
         if k > cfg["eval"]["n"]:
             raise ConfigError(f"config key 'eval.ks': k={k} is larger than eval.n={cfg['eval']['n']}")
+    exp = cfg.get("experiments") or {}
+    backbones = set(cfg["backbones"])
+    for method, bbs in (exp.get("extra_runs") or {}).items():
+        for b in bbs:
+            if b not in backbones:
+                raise ConfigError(f"config key 'experiments.extra_runs.{method}': unknown backbone {b!r}")
+    for i, sw in enumerate(exp.get("sweeps") or []):
+        for b in sw["backbones"]:
+            if b not in backbones:
+                raise ConfigError(f"config key 'experiments.sweeps[{i}].backbones': unknown backbone {b!r}")
+        from rlrt.methods.registry import get_method
+
+        if sw["key"] not in get_method(sw["method"]).defaults and sw["key"] != "context":
+            raise ConfigError(f"config key 'experiments.sweeps[{i}].key': {sw['key']!r} is not a setting of "
+                              f"method {sw['method']!r}")
+    runs = planned_runs(cfg)
+    for name in ("table3", "fig8", "gate_ablation"):
+        block = exp.get(name)
+        if not block:
+            continue
+        b = block["backbone"]
+        if b not in backbones:
+            raise ConfigError(f"config key 'experiments.{name}.backbone': unknown backbone {b!r}")
+        for r in block.get("runs") or []:
+            if r not in runs[b]:
+                raise ConfigError(f"config key 'experiments.{name}.runs': run {r!r} is not trained on {b!r} "
+                                  f"(trained there: {runs[b]}); add it to methods.run, experiments.extra_runs "
+                                  f"or a sweep")
+    if exp.get("fig8") and exp["fig8"]["n"] < max(exp["fig8"].get("ks") or [1]):
+        raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
+
+
+# ---- runs: a method, or a method with one setting changed (a sweep point) -------------------------------------
+
+def format_value(value: Any) -> str:
+    """Setting value as it appears in a run id: JSON for numbers/booleans/null, raw for strings."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_id(method: str, key: str | None = None, value: Any = None) -> str:
+    """``grpo`` or ``rlrt@eps_w=0.5`` (a folder name under results/runs/<backbone>/)."""
+    return method if key is None else f"{method}@{key}={format_value(value)}"
+
+
+def parse_run_id(run: str) -> tuple[str, dict[str, Any]]:
+    """Inverse of :func:`run_id`: (method, {key: value}) with the value parsed back (JSON, else string)."""
+    import json
+
+    if "@" not in run:
+        return run, {}
+    method, setting = run.split("@", 1)
+    key, raw = setting.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return method, {key: value}
+
+
+def run_config(cfg: dict[str, Any], backbone: str, run: str) -> dict[str, Any]:
+    """Settings of ``run`` on ``backbone``: :func:`method_config` with the run's override applied."""
+    method, override = parse_run_id(run)
+    out = method_config(cfg, backbone, method)
+    out.update(override)
+    return out
+
+
+def sweep_runs(cfg: dict[str, Any], sweep: dict[str, Any], backbone: str) -> list[str]:
+    """The run ids of one sweep on ``backbone``, in value order. A value equal to the method's configured setting
+    maps to the plain method run (no duplicate job)."""
+    configured = method_config(cfg, backbone, sweep["method"])
+    if sweep["key"] == "context":
+        from rlrt.methods.registry import get_method
+
+        configured.setdefault("context", get_method(sweep["method"]).context)
+    out = []
+    for v in sweep["values"]:
+        same = configured.get(sweep["key"]) == v
+        out.append(sweep["method"] if same else run_id(sweep["method"], sweep["key"], v))
+    return out
+
+
+def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """Every RL run of the config, per backbone: methods.run (Table 1) + experiments.extra_runs + sweeps."""
+    exp = cfg.get("experiments") or {}
+    runs: dict[str, list[str]] = {b: list(cfg["methods"]["run"]) for b in cfg["backbones"]}
+    for method, bbs in (exp.get("extra_runs") or {}).items():
+        for b in bbs:
+            runs[b].append(method)
+    for sw in exp.get("sweeps") or []:
+        for b in sw["backbones"]:
+            runs[b].extend(sweep_runs(cfg, sw, b))
+    return {b: list(dict.fromkeys(r)) for b, r in runs.items()}
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -39,6 +39,34 @@ def agg_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
     return (seq * valid).sum() / n_seq
 
 
+def surrogate_tokens(
+    logp: Tensor, old_logp: Tensor, adv: Tensor, clip_low: float = 0.2, clip_high: float = 0.28,
+    clip_ratio_c: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token clip-higher surrogate, before aggregation (verl's ``compute_policy_loss_vanilla``).
+
+    pg_t = max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - clip_low, 1 + clip_high)), ratio_t = exp(logp - old_logp),
+    with the log ratio clamped to [-20, 20] as verl does. With ``clip_ratio_c`` (dual-clip PPO, verl default 3.0)
+    tokens with A_t < 0 take min(pg_t, -A_t * clip_ratio_c), bounding the loss of a very off-policy negative token.
+
+    Args:
+        logp, old_logp, adv: (N, T).
+        clip_ratio_c: dual-clip bound (> 1) or None for none.
+    Returns:
+        (pg (N, T), clipped (N, T) bool: the clipped branch is strictly larger, log_ratio (N, T)).
+    """
+    log_r = torch.clamp(logp - old_logp, min=-20.0, max=20.0)
+    ratio = torch.exp(log_r)
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(pg1, pg2)
+    if clip_ratio_c is not None:
+        if clip_ratio_c <= 1.0:
+            raise ValueError(f"clip_ratio_c must be > 1, got {clip_ratio_c}")
+        pg = torch.where(adv < 0, torch.minimum(pg, -adv * clip_ratio_c), pg)
+    return pg, pg2 > pg1, log_r
+
+
 def clipped_surrogate(
     logp: Tensor,
     old_logp: Tensor,
@@ -47,6 +75,7 @@ def clipped_surrogate(
     clip_low: float = 0.2,
     clip_high: float = 0.28,
     agg: str = "token-mean",
+    clip_ratio_c: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO/DAPO clip-higher surrogate (App. G.1, GRPO: eps_low=0.2, eps_high=0.28). No dual-clip.
 
@@ -60,23 +89,28 @@ def clipped_surrogate(
         the clipped branch is strictly larger), approx_kl (masked mean of old_logp - logp),
         ratio_mean (masked mean), ratio_max (masked max; 0 if mask is empty).
     """
-    log_r = logp - old_logp
+    pg, clipped, log_r = surrogate_tokens(logp, old_logp, adv, clip_low, clip_high, clip_ratio_c)
     ratio = torch.exp(log_r)
-    pg1 = -adv * ratio
-    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    pg = torch.maximum(pg1, pg2)
     loss = agg_loss(pg, mask, agg)
     with torch.no_grad():
         m = mask.to(ratio.dtype)
         denom = m.sum().clamp(min=1.0)
         stats = {
-            "clip_frac": float(((pg2 > pg1).to(ratio.dtype) * m).sum() / denom),
+            "clip_frac": float((clipped.to(ratio.dtype) * m).sum() / denom),
             "approx_kl": float((-log_r * m).sum() / denom),
             "ratio_mean": float((ratio * m).sum() / denom),
             "ratio_max": float(torch.where(m > 0, ratio, torch.zeros_like(ratio)).max())
             if m.sum() > 0 else 0.0,
         }
     return loss, stats
+
+
+def entropy_bonus(entropy: Tensor, mask: Tensor, coeff: float, agg: str = "token-mean") -> Tensor:
+    """GRPO+EB's entropy term, added to the policy loss: -coeff * agg(H_t) (verl: pg_loss - entropy_coeff * H).
+
+    Minimising it raises the policy entropy (coeff > 0). Args: entropy, mask (N, T). Returns: scalar.
+    """
+    return -coeff * agg_loss(entropy, mask, agg)
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

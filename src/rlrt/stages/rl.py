@@ -2,12 +2,18 @@
 
 Config slice: ``rl`` (shared loop settings, Table 5), ``method`` (name) and ``method_cfg`` (that method's
 hyper-parameters after per-backbone overrides), ``backbone`` (name, kind), ``seed``, ``tracking``.
-Outputs: the trained checkpoint folder and a JSON with the per-step history and the run's summary.
+``run`` names the run: the method, or ``<method>@<key>=<value>`` for a sweep point (see rules/common.smk).
+Outputs: the trained checkpoint folder, a folder of intermediate checkpoints ``step_<k>`` (``rl.save_steps``)
+and a JSON with the per-step history and the run's summary. Training state is saved next to the outputs every
+``rl.resume_every`` steps, so a killed job resumes from there when rerun (removed once the run completes).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from pathlib import Path
 
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
@@ -32,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, help="train.jsonl")
     p.add_argument("--out", required=True, help="trained checkpoint folder")
     p.add_argument("--metrics", required=True, help="history + summary JSON")
+    p.add_argument("--checkpoints", default=None, help="folder of intermediate checkpoints step_<k>")
     args, cfg = parse(p, argv)
     seed = int(cfg["seed"])
     seed_everything(seed)
@@ -41,14 +48,26 @@ def main(argv: list[str] | None = None) -> None:
                                         "max_response_length": cfg["max_response_length"]})
     model, tok = load_checkpoint(args.model)
     rows = read_jsonl(args.data)
-    log.info("rl %s on %s: %d train problems, %s", spec.name, cfg["backbone"]["name"], len(rows), method_cfg)
+    run = cfg.get("run", spec.name)
+    log.info("rl %s on %s: %d train problems, %s", run, cfg["backbone"]["name"], len(rows), method_cfg)
+    save_steps = sorted(int(k) for k in cfg["rl"].get("save_steps") or [] if 0 < int(k) < rl_cfg.steps)
+    partial = Path(f"{args.checkpoints or args.out}.partial")  # survives a crash, renamed when the run completes
+    partial.mkdir(parents=True, exist_ok=True)
+
+    def save_intermediate(k: int) -> None:
+        save_checkpoint(model, tok, partial / f"step_{k}", extra={"step": str(k)})
+        log.info("saved intermediate checkpoint step_%d", k)
+
+    state_path = str(partial / "resume_state.pt")
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
-        history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step)
+        history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step,
+                               state_path=state_path, save_every=int(cfg["rl"].get("resume_every") or 0),
+                               on_save=save_intermediate, save_steps=save_steps)
         skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)
     k = max(1, len(history) // 5)
     summary = {
-        "method": spec.name, "backbone": cfg["backbone"]["name"], "steps": len(history),
+        "method": spec.name, "run": run, "backbone": cfg["backbone"]["name"], "steps": len(history),
         "reward_first": sum(h["reward_mean"] for h in history[:k]) / k,
         "reward_last": sum(h["reward_mean"] for h in history[-k:]) / k,
         "mean_step_time": sum(h["step_time"] for h in history) / len(history),
@@ -56,11 +75,19 @@ def main(argv: list[str] | None = None) -> None:
         **{f"grading_{a}": b for a, b in skipped.items()},
     }
     save_checkpoint(model, tok, args.out)
-    write_json(args.metrics, {"summary": summary, "method_cfg": method_cfg, "history": history})
+    if os.path.exists(state_path):
+        os.remove(state_path)
+    if args.checkpoints:
+        shutil.rmtree(args.checkpoints, ignore_errors=True)
+        os.replace(partial, args.checkpoints)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+    write_json(args.metrics, {"summary": summary, "method_cfg": method_cfg, "history": history, "run": run,
+                              "save_steps": save_steps})
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), f"rl/{cfg['backbone']['name']}/{spec.name}",
-            {"stage": "rl", "method": spec.name, "backbone": cfg["backbone"]["name"], "seed": str(seed)},
+    log_run(cfg.get("tracking"), f"rl/{cfg['backbone']['name']}/{run}",
+            {"stage": "rl", "method": spec.name, "run": run, "backbone": cfg["backbone"]["name"], "seed": str(seed)},
             {"method_cfg": method_cfg, "rl": cfg["rl"], "max_response_length": cfg["max_response_length"]},
             history, summary)
 
