@@ -1,8 +1,10 @@
 # Validation and input functions shared by every rule file.
 import json
+import os
+import re
 import sys
 
-from rlrt.config import ConfigError, method_config, validate
+from rlrt.config import ConfigError, parse_run_id, planned_runs, run_config, sweep_runs, validate
 
 try:
     validate(config)
@@ -12,7 +14,9 @@ except ConfigError as e:
 R = config["results"]
 PYTHON = sys.executable
 BACKBONES = list(config["backbones"])
-METHODS = list(config["methods"]["run"])
+METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
+RUNS = planned_runs(config)  # backbone -> every RL run there (methods.run + extra runs + sweep points)
+EXP = config.get("experiments") or {}
 TRACK = None
 if config["tracking"]["enabled"]:
     TRACK = {
@@ -23,9 +27,14 @@ if config["tracking"]["enabled"]:
 ENV = "../envs/rlrt.yaml"
 
 
+def _alternatives(names):
+    return "|".join(re.escape(x) for x in sorted(set(names), key=len, reverse=True))
+
+
 wildcard_constraints:
-    backbone="|".join(BACKBONES),
-    method="|".join(["base"] + METHODS),
+    backbone=_alternatives(BACKBONES),
+    run=_alternatives(["base"] + [r for rs in RUNS.values() for r in rs]),
+    method=_alternatives(["base"] + [r for rs in RUNS.values() for r in rs]),
     split="[a-z][a-z0-9_]*",
 
 
@@ -47,16 +56,17 @@ def checkpoint_dir(backbone):
     return f"{R}/checkpoints/{backbone}"
 
 
-def model_for(backbone, method):
-    """Checkpoint folder evaluated as (backbone, method): the untrained backbone for method 'base'."""
-    return checkpoint_dir(backbone) if method == "base" else f"{R}/runs/{backbone}/{method}/model"
+def model_for(backbone, run):
+    """Checkpoint folder evaluated as (backbone, run): the untrained backbone for run 'base'."""
+    return checkpoint_dir(backbone) if run == "base" else f"{R}/runs/{backbone}/{run}/model"
 
 
-def rl_cfg(backbone, method):
+def rl_cfg(backbone, run):
     return {
         "rl": config["rl"],
-        "method": method,
-        "method_cfg": method_config(config, backbone, method),
+        "method": parse_run_id(run)[0],
+        "run": run,
+        "method_cfg": run_config(config, backbone, run),
         "backbone": {"name": backbone, "kind": config["backbones"][backbone]["kind"]},
         "max_response_length": config["backbones"][backbone]["max_response_length"],
         "seed": config["seed"],
@@ -65,11 +75,12 @@ def rl_cfg(backbone, method):
     }
 
 
-def eval_cfg(backbone, method):
+def eval_cfg(backbone, run, **override):
     return {
         **config["eval"],
+        **override,
         "backbone": backbone,
-        "method": method,
+        "method": run,
         "seed": config["seed"],
         "max_new_tokens": config["backbones"][backbone]["max_response_length"],
         "grader_workers": config["rl"].get("grader_workers", 1),
@@ -81,8 +92,15 @@ def eval_files():
     return [f"{R}/eval/{b}/{m}.json" for b in BACKBONES for m in ["base"] + METHODS]
 
 
-def run_metrics():
-    return [f"{R}/runs/{b}/{m}/metrics.json" for b in BACKBONES for m in METHODS]
+def run_metrics(runs=None):
+    """metrics.json of the given {backbone: [runs]} (default: every planned run)."""
+    runs = RUNS if runs is None else runs
+    return [f"{R}/runs/{b}/{r}/metrics.json" for b in runs for r in runs[b]]
+
+
+def passk_files():
+    f8 = EXP.get("fig8")
+    return [f"{R}/eval_passk/{f8['backbone']}/{r}.json" for r in f8["runs"]] if f8 else []
 
 
 # Final targets of `rule all`: each rule file appends the outputs it contributes (ALL_OUTPUTS.extend([...])).

@@ -3,20 +3,46 @@
 
 rule evaluate:
     input:
-        model=lambda w: model_for(w.backbone, w.method),
+        model=lambda w: model_for(w.backbone, w.run),
         data=expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
         track=tracking_input(),
     output:
-        f"{R}/eval/{{backbone}}/{{method}}.json",
+        f"{R}/eval/{{backbone}}/{{run}}.json",
     params:
-        cfg=lambda w: as_json(eval_cfg(w.backbone, w.method)),
+        cfg=lambda w: as_json(eval_cfg(w.backbone, w.run)),
     threads: 1
     resources:
         mem_mb=4000,
     log:
-        f"{R}/logs/evaluate/{{backbone}}/{{method}}.log",
+        f"{R}/logs/evaluate/{{backbone}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{backbone}}/{{method}}.tsv"
+        f"{R}/benchmarks/evaluate/{{backbone}}/{{run}}.tsv"
+    conda:
+        ENV
+    shell:
+        "{PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "--data {input.data} --out {output} > {log} 2>&1"
+
+
+rule evaluate_passk:
+    """Fig 8: n samples per test problem (paper: 256) for pass@k, k = 1..n, with the unbiased estimator."""
+    input:
+        model=lambda w: model_for(w.backbone, w.run),
+        data=expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
+        track=tracking_input(),
+    output:
+        f"{R}/eval_passk/{{backbone}}/{{run}}.json",
+    params:
+        cfg=lambda w: as_json(eval_cfg(w.backbone, w.run, n=EXP["fig8"]["n"],
+                                       ks=[2**i for i in range(EXP["fig8"]["n"].bit_length())],
+                                       max_problems=EXP["fig8"].get("max_problems"), stage="eval_passk")),
+    threads: 1
+    resources:
+        mem_mb=4000,
+    log:
+        f"{R}/logs/evaluate_passk/{{backbone}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_passk/{{backbone}}/{{run}}.tsv"
     conda:
         ENV
     shell:

@@ -1,4 +1,5 @@
-# RL runs: one job per (backbone, method); changing one method's settings reruns only its branch.
+# RL runs: one job per (backbone, run); a run is a method or a sweep point <method>@<key>=<value>.
+# Changing one method's settings reruns only its branch.
 
 
 rule rl:
@@ -7,19 +8,21 @@ rule rl:
         data=f"{R}/data/train.jsonl",
         track=tracking_input(),
     output:
-        model=directory(f"{R}/runs/{{backbone}}/{{method}}/model"),
-        metrics=f"{R}/runs/{{backbone}}/{{method}}/metrics.json",
+        model=directory(f"{R}/runs/{{backbone}}/{{run}}/model"),
+        checkpoints=directory(f"{R}/runs/{{backbone}}/{{run}}/checkpoints"),
+        metrics=f"{R}/runs/{{backbone}}/{{run}}/metrics.json",
     params:
-        cfg=lambda w: as_json(rl_cfg(w.backbone, w.method)),
+        cfg=lambda w: as_json(rl_cfg(w.backbone, w.run)),
     threads: 1
     resources:
         mem_mb=6000,
     log:
-        f"{R}/logs/rl/{{backbone}}/{{method}}.log",
+        f"{R}/logs/rl/{{backbone}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/rl/{{backbone}}/{{method}}.tsv"
+        f"{R}/benchmarks/rl/{{backbone}}/{{run}}.tsv"
     conda:
         ENV
     shell:
         "{PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-        "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "--data {input.data} --out {output.model} --checkpoints {output.checkpoints} --metrics {output.metrics} "
+        "> {log} 2>&1"

@@ -52,10 +52,52 @@ def test_outputs_figure_metrics_and_mlflow(dag_run):
     stages = {r.data.tags.get("stage") for r in runs}
     assert {"pretrain", "sft", "rl", "eval"} <= stages
     rl_runs = [r for r in runs if r.data.tags.get("stage") == "rl"]
-    assert len(rl_runs) == 12
+    from rlrt.config import load, planned_runs
+
+    planned = planned_runs(load(ROOT / "config" / "ci.yaml"))
+    assert len(rl_runs) == sum(len(v) for v in planned.values())
+    assert {r.data.tags["run"] for r in rl_runs} >= {"rlrt@eps_w=0.5", "diver@variant=bleu", "rlsd@context=sibling"}
     assert all({"method", "backbone", "seed"} <= set(r.data.tags) for r in rl_runs)
     hist = client.get_metric_history(rl_runs[0].info.run_id, "reward_mean")
     assert len(hist) == 3
+
+
+@pytest.mark.slow
+def test_every_registered_method_trains_and_lands_in_the_tables(dag_run):
+    import json
+
+    from rlrt.config import load, parse_run_id, planned_runs
+    from rlrt.methods.registry import METHODS
+
+    cfg = load(ROOT / "config" / "ci.yaml")
+    planned = planned_runs(cfg)
+    trained = {parse_run_id(r)[0] for rs in planned.values() for r in rs}
+    assert trained == set(METHODS), set(METHODS) - trained
+    for b, rs in planned.items():
+        for r in rs:
+            m = json.loads((dag_run / "results" / "runs" / b / r / "metrics.json").read_text())
+            assert m["run"] == r and len(m["history"]) == cfg["rl"]["steps"]
+            # intermediate checkpoints for the analyses
+            for k in cfg["rl"]["save_steps"]:
+                assert (dag_run / "results" / "runs" / b / r / "checkpoints" / f"step_{k}" / "config.json").exists()
+    sdpo = json.loads((dag_run / "results" / "runs" / "S-instruct" / "sdpo" / "metrics.json").read_text())
+    assert all("distill_loss" in h for h in sdpo["history"])
+    t4 = pd.read_csv(dag_run / "results" / "tables" / "table4.csv")
+    assert set(t4["Method"]) == {s.display for s in METHODS.values()}
+    assert t4[t4["In paper's Table 4"] == "yes"]["Method"].tolist() == ["GRPO", "SDPO", "SRPO", "RLSD", "RLRT"]
+    t3 = pd.read_csv(dag_run / "results" / "tables" / "table3.csv")
+    assert t3["method"].tolist() == ["base", *cfg["experiments"]["table3"]["runs"], "delta"]
+    t1 = pd.read_csv(dag_run / "results" / "tables" / "table1.csv")
+    assert {"sdpo", "srpo"} <= set(t1["method"])
+    sw = pd.read_csv(dag_run / "results" / "tables" / "sweeps.csv")
+    assert set(sw["key"]) == {s["key"] for s in cfg["experiments"]["sweeps"]}
+    assert sw[["reward_first", "reward_last"]].notna().all().all()
+    for fig in ("fig8_passk.png", "fig9_ablations.png"):
+        assert (dag_run / "results" / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pk = json.loads((dag_run / "results" / "eval_passk" / "M-base" / "rlrt.json").read_text())
+    assert pk["n"] == cfg["experiments"]["fig8"]["n"]
+    for split in cfg["data"]["test_splits"]:
+        assert len(pk["splits"][split]["correct_counts"]) == cfg["experiments"]["fig8"]["max_problems"]
 
 
 @pytest.mark.slow

@@ -26,3 +26,56 @@ def test_delta_is_rlrt_minus_best_other_method():
 def test_missing_evaluation_is_an_error_not_a_blank():
     with pytest.raises(ValueError, match="missing evaluation"):
         table1([ev("S", "base", 1.0, 1.0)], ["S"], ["grpo"], ["test"], 4)
+
+
+def test_table4_comes_from_the_registry():
+    from rlrt.methods.registry import METHODS
+    from rlrt.stages.tables import table4
+
+    df = table4()
+    assert len(df) == len(METHODS)
+    assert df["Method"].tolist()[:5] == ["GRPO", "SDPO", "SRPO", "RLSD", "RLRT"]  # the paper's order first
+    rlrt = df[df.Method == "RLRT"].iloc[0]
+    assert rlrt["Gate"] == "r=1 only" and "P_S(y_t)/P_T(y_t)" in rlrt["Per-token weight w_t"]
+    assert df[df.Method == "RLRT-all"].iloc[0]["Gate"].startswith("all")
+    assert df[df.Method == "SDPO"].iloc[0]["Objective"] == "sdpo"
+
+
+def test_run_labels():
+    from rlrt.stages.tables import run_label
+
+    assert run_label("rlrt") == "RLRT" and run_label("grpo_eb") == "GRPO+EB"
+    assert run_label("rlrt@eps_w=0.5") == "RLRT (eps_w=0.5)"
+
+
+def test_sweeps_table_reads_first_and_last_fifth():
+    from rlrt.stages.tables import sweeps_table
+
+    def run(b, r, rewards):
+        return {"run": r, "summary": {"backbone": b, "method": r.split("@")[0]},
+                "history": [{"reward_mean": x, "entropy": 0.5, "response_length": 10.0} for x in rewards]}
+
+    runs = [run("S", "rlrt", [0.0] * 5 + [1.0] * 5), run("S", "rlrt@eps_w=0.2", [0.5] * 10)]
+    sw = [{"method": "rlrt", "key": "eps_w", "backbone": "S", "values": [0.2, 1.0],
+           "runs": ["rlrt@eps_w=0.2", "rlrt"]}]
+    df = sweeps_table(runs, sw)
+    assert df["run"].tolist() == ["rlrt@eps_w=0.2", "rlrt"]
+    assert df["reward_first"].tolist() == [50.0, 0.0] and df["reward_last"].tolist() == [50.0, 100.0]
+    import pytest
+
+    with pytest.raises(ValueError, match="missing run"):
+        sweeps_table(runs[:1], sw)
+
+
+def test_passk_curve_matches_the_estimator():
+    import numpy as np
+
+    from rlrt.metrics import pass_at_k
+    from rlrt.stages.figures import passk_curve
+
+    c = passk_curve([0, 2, 4], 4)
+    assert c.shape == (4,)
+    assert c[0] == pytest.approx(100 * np.mean([0, 0.5, 1.0]))
+    assert c[-1] == pytest.approx(100 * np.mean([0, 1, 1]))
+    assert c[1] == pytest.approx(100 * np.mean([0, pass_at_k(4, 2, 2), 1]))
+    assert np.all(np.diff(c) >= 0)

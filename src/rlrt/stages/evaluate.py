@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     from rlrt.tracking import log_run
 
     final = {f"{s}/{k}": v for s, d in result["splits"].items() for k, v in d["metrics"].items()}
-    log_run(cfg.get("tracking"), f"eval/{cfg['backbone']}/{cfg['method']}",
-            {"stage": "eval", "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
+    stage = cfg.get("stage", "eval")
+    log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']}/{cfg['method']}",
+            {"stage": stage, "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
             {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
 
 

@@ -1,4 +1,10 @@
-"""Stage: Figure 5 -- training reward vs step, one panel per backbone, one line per method."""
+"""Stage: the RLRT paper's figures from run metrics and evaluations, one ``--figure`` per rule.
+
+* ``fig5``: training reward vs step, one panel per backbone, one line per method.
+* ``fig8``: pass@k for k = 1..n (unbiased estimator, n samples per problem) per test set, one line per run.
+* ``fig9``: (a) the gate ablation -- RLRT vs RLRT-all: training score, response length, entropy;
+            (b) the eps_w sweeps of RLRT and RLSD on the base backbones with GRPO as reference.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rlrt.io import atomic_path, read_json  # noqa: E402
+from rlrt.metrics import pass_at_k  # noqa: E402
 from rlrt.stages.common import parse, parser  # noqa: E402
+from rlrt.stages.tables import run_label  # noqa: E402
 
 log = logging.getLogger("rlrt.figures")
-COLORS = {"grpo": "tab:blue", "rlsd": "tab:orange", "rlrt": "tab:red", "sdpo": "tab:green", "srpo": "tab:purple"}
+COLORS = {"grpo": "tab:blue", "rlsd": "tab:orange", "rlrt": "tab:red", "sdpo": "tab:green", "srpo": "tab:purple",
+          "grpo_eb": "tab:cyan", "diver": "tab:olive", "diver@variant=bleu": "tab:brown", "rlrt_all": "tab:gray"}
+
+
+def run_key(r: dict) -> tuple[str, str]:
+    return r["summary"]["backbone"], r.get("run", r["summary"]["method"])
+
+
+def curve(ax, r: dict, metric: str, label: str, color=None, ls="-") -> None:
+    """Raw curve (faint) and its trailing moving average."""
+    steps = np.array([h["step"] for h in r["history"]])
+    y = np.array([h[metric] for h in r["history"]], dtype=float)
+    w = max(1, len(y) // 10)
+    ax.plot(steps, y, color=color, alpha=0.2, lw=1, ls=ls)
+    ax.plot(steps, smooth(y, w), color=color, lw=2, ls=ls, label=label)
+
+
+def save(fig, out: str) -> None:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -29,7 +58,7 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
     ncols = min(2, len(backbones))
     nrows = -(-len(backbones) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
-    by_key = {(r["summary"]["backbone"], r["summary"]["method"]): r for r in runs}
+    by_key = {run_key(r): r for r in runs}
     for ax in axes.flat[len(backbones):]:
         ax.set_visible(False)
     for ax, b in zip(axes.flat, backbones):
@@ -37,29 +66,90 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
             r = by_key.get((b, m))
             if r is None:
                 continue
-            steps = np.array([h["step"] for h in r["history"]])
-            y = np.array([h[metric] for h in r["history"]])
-            w = max(1, len(y) // 10)
-            ax.plot(steps, y, color=COLORS.get(m), alpha=0.25, lw=1)
-            ax.plot(steps, smooth(y, w), color=COLORS.get(m), lw=2, label=m.upper())
+            curve(ax, r, metric, run_label(m), COLORS.get(m))
         ax.set_title(b)
         ax.set_xlabel("training step")
         ax.set_ylabel("training reward")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(loc="best")
     fig.suptitle("Training score curves (embedded analogue of RLRT Fig. 5)")
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save(fig, out)
+
+
+def passk_curve(correct_counts: list[int], n: int) -> np.ndarray:
+    """Mean unbiased pass@k over problems for k = 1..n, from each problem's number of correct samples. (n,)"""
+    return np.array([100.0 * np.mean([pass_at_k(n, c, k) for c in correct_counts]) for k in range(1, n + 1)])
+
+
+def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> None:
+    by_run = {e["method"]: e for e in evals}
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.4 * len(splits), 3.9), squeeze=False)
+    for ax, split in zip(axes.flat, splits):
+        for run in runs:
+            e = by_run[run]
+            n = int(e["n"])
+            ks = np.arange(1, n + 1)
+            ax.plot(ks, passk_curve(e["splits"][split]["correct_counts"], n), lw=2, color=COLORS.get(run),
+                    label=run_label(run))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_title(f"{split} ({e['splits'][split]['n_problems']} problems, n={n})")
+        ax.grid(alpha=0.3, which="both")
+    axes.flat[0].legend(loc="lower right")
+    backbone = evals[0]["backbone"] if evals else ""
+    fig.suptitle(f"pass@k of exploration methods on {backbone} (embedded analogue of RLRT Fig. 8)")
+    save(fig, out)
+
+
+def fig9(runs: list[dict], gate: dict, eps: list[dict], out: str) -> None:
+    """gate: {"backbone", "runs"}; eps: [{"backbone", "method", "values", "runs", "reference"}]."""
+    by_key = {run_key(r): r for r in runs}
+    ncols_b = max(1, len(eps))
+    fig = plt.figure(figsize=(max(14, 3.6 * ncols_b), 7.4))
+    gs = fig.add_gridspec(2, 3 * ncols_b)
+    span = ncols_b  # panel (a): three panels over the same width
+    for i, (metric, ylabel) in enumerate([("reward_mean", "training score"), ("response_length", "response length"),
+                                          ("entropy", "actor entropy")]):
+        ax = fig.add_subplot(gs[0, i * span:(i + 1) * span])
+        for run in gate["runs"]:
+            curve(ax, by_key[(gate["backbone"], run)], metric, run_label(run), COLORS.get(run))
+        ax.set_title(f"(a) {ylabel}, {gate['backbone']}")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(loc="best")
+    cmap = plt.get_cmap("viridis")
+    for j, sw in enumerate(eps):
+        ax = fig.add_subplot(gs[1, 3 * j:3 * (j + 1)])
+        ref = sw.get("reference")
+        if ref and (sw["backbone"], ref) in by_key:
+            curve(ax, by_key[(sw["backbone"], ref)], "reward_mean", run_label(ref), "black", ls="--")
+        for k, (value, run) in enumerate(zip(sw["values"], sw["runs"])):
+            color = cmap(0.15 + 0.7 * k / max(1, len(sw["values"]) - 1))
+            curve(ax, by_key[(sw["backbone"], run)], "reward_mean", f"ε_w={value}", color)
+        ax.set_title(f"(b) {run_label(sw['method'])} ε_w sweep, {sw['backbone']}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training score")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("RLRT ablations (embedded analogue of Fig. 9): (a) reward gate, (b) clipping range ε_w")
+    save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--figure", choices=["fig5", "fig8", "fig9"], default="fig5")
+    p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--evals", nargs="*", default=[])
     p.add_argument("--out", required=True)
     args, cfg = parse(p, argv)
-    fig5([read_json(f) for f in args.runs], cfg["backbones"], cfg["methods"], args.out)
+    if args.figure == "fig5":
+        fig5([read_json(f) for f in args.runs], cfg["backbones"], cfg["methods"], args.out)
+    elif args.figure == "fig8":
+        fig8([read_json(f) for f in args.evals], cfg["runs"], cfg["splits"], args.out)
+    else:
+        fig9([read_json(f) for f in args.runs], cfg["gate"], cfg["eps"], args.out)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Stage: Table 1 of the RLRT paper -- per backbone a block {backbone, GRPO, RLSD, RLRT, Δ vs best},
-columns = test sets x {Avg@n, Pass@n}.
+"""Stage: the RLRT paper's tables, one ``--table`` per rule.
 
-Δ vs best is RLRT minus the best *other trained method* in each column (the paper's definition); it is left
-empty when RLRT or no other method is in the run.
+* ``table1`` / ``table3``: per backbone a block {backbone, method rows, Δ vs best}, columns = test sets x
+  {Avg@n, Pass@n}. Δ vs best is RLRT minus the best *other trained method* in each column (the paper's
+  definition); it is left out when RLRT or no other method is in the block. Table 3 is the same block for the
+  instruct backbone with the paper's Table 3 methods.
+* ``table4``: the unified view of every method, generated from ``rlrt.methods.registry`` (not typed by hand).
+* ``sweeps``: every sweep point's training outcome (first/last training reward, entropy, length).
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from rlrt.stages.common import parse, parser
 
 log = logging.getLogger("rlrt.tables")
 
-DISPLAY = {"base": None, "grpo": "GRPO", "rlsd": "RLSD", "rlrt": "RLRT", "sdpo": "SDPO", "srpo": "SRPO"}
+
+
+def run_label(run: str) -> str:
+    """'rlrt' -> 'RLRT', 'rlrt@eps_w=0.5' -> 'RLRT (eps_w=0.5)' (display names from the registry)."""
+    from rlrt.config import parse_run_id
+    from rlrt.methods.registry import get_method
+
+    method, override = parse_run_id(run)
+    label = get_method(method).display
+    return label + "".join(f" ({k}={v})" for k, v in override.items())
 
 
 def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: list[str], n: int,
@@ -38,7 +50,7 @@ def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: 
                 mt = e["splits"][s]["metrics"]
                 vals += [mt[f"avg@{n}"], mt[f"pass@{n}"]]
             block[m] = vals
-            label = (labels or {}).get(b, b) if m == "base" else "  " + DISPLAY.get(m, m.upper())
+            label = (labels or {}).get(b, b) if m == "base" else "  " + run_label(m)
             rows.append(vals)
             index.append((b, m, label))
         others = [block[m] for m in methods if m != "rlrt"]
@@ -73,17 +85,76 @@ def write_table(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
         tmp.write_text(to_markdown(df, title))
 
 
+def table4() -> pd.DataFrame:
+    """Table 4 from the registry: one row per method, the paper's rows first (in its order)."""
+    from rlrt.methods.registry import METHODS
+
+    specs = sorted(METHODS.values(), key=lambda s: not s.paper_table4)  # stable: keeps registration order
+    rows = []
+    for s in specs:
+        ctx, weight, gate, direction = s.table4
+        rows.append({"Method": s.display, "Context c": ctx, "Per-token weight w_t": weight, "Gate": gate,
+                     "Direction": direction, "Objective": s.objective, "In paper's Table 4": "yes" if s.paper_table4
+                     else "no (Sec. 6.4-6.5)", "Defaults (Table 5)": ", ".join(f"{k}={v}" for k, v in s.defaults.items())})
+    return pd.DataFrame(rows)
+
+
+def sweeps_table(runs: list[dict], sweeps: list[dict]) -> pd.DataFrame:
+    """One row per sweep point: backbone, method, key, value, run id and its training outcome.
+
+    ``sweeps``: [{"method", "key", "backbone", "values", "runs"}] with the resolved run ids (``sweep_runs``).
+    """
+    by_key = {(r["summary"]["backbone"], r.get("run", r["summary"]["method"])): r for r in runs}
+    rows = []
+    for sw in sweeps:
+        for value, run in zip(sw["values"], sw["runs"]):
+            r = by_key.get((sw["backbone"], run))
+            if r is None:
+                raise ValueError(f"missing run {run!r} on {sw['backbone']!r} for the {sw['key']} sweep")
+            h = r["history"]
+            k = max(1, len(h) // 5)
+            rows.append({"backbone": sw["backbone"], "method": sw["method"], "key": sw["key"], "value": value,
+                         "run": run, "reward_first": 100 * sum(x["reward_mean"] for x in h[:k]) / k,
+                         "reward_last": 100 * sum(x["reward_mean"] for x in h[-k:]) / k,
+                         "entropy_last": h[-1]["entropy"], "length_last": h[-1]["response_length"]})
+    return pd.DataFrame(rows)
+
+
+def write_frame(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
+    with atomic_path(csv) as tmp:
+        df.round(4).to_csv(tmp, index=False)
+    with atomic_path(md) as tmp:
+        tmp.write_text(f"{title}\n\n" + tabulate(df.round(2), headers="keys", tablefmt="github", showindex=False)
+                       + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--evals", nargs="+", required=True)
+    p.add_argument("--table", choices=["table1", "table3", "table4", "sweeps"], default="table1")
+    p.add_argument("--evals", nargs="*", default=[])
+    p.add_argument("--runs", nargs="*", default=[])
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     args, cfg = parse(p, argv)
+    if args.table == "table4":
+        title = ("Table 4 (generated from rlrt.methods.registry): every method is GRPO's surrogate with "
+                 "A_t = A [(1 - λ) + λ clip(w_t, 1 - ε_w, 1 + ε_w)] or a distillation objective; they differ in "
+                 "the context c, the per-token weight w_t and the gate.")
+        write_frame(table4(), args.out_csv, args.out_md, title)
+        return
+    if args.table == "sweeps":
+        df = sweeps_table([read_json(f) for f in args.runs], cfg["sweeps"])
+        title = ("Sweeps (RLRT Table 5 / Fig. 9b): training reward (%) over the first and last fifth of the steps, "
+                 "last-step entropy and response length, per sweep point.")
+        write_frame(df, args.out_csv, args.out_md, title)
+        log.info("\n%s", df)
+        return
     evals = [read_json(f) for f in args.evals]
     labels = {b: f"{b} (≈ {s})" if s else b for b, s in cfg.get("stand_in_for", {}).items()}
     df = table1(evals, cfg["backbones"], cfg["methods"], cfg["splits"], int(cfg["n"]), labels)
     n = cfg["n"]
-    title = (f"Table 1 (embedded analogue): avg@{n} and pass@{n} (%) on the held-out test sets. "
+    name = "Table 1" if args.table == "table1" else "Table 3"
+    title = (f"{name} (embedded analogue): avg@{n} and pass@{n} (%) on the held-out test sets. "
              "Δ = RLRT minus the best other trained method.")
     write_table(df, args.out_csv, args.out_md, title)
     log.info("\n%s", to_markdown(df, title))
