@@ -133,8 +133,8 @@ def rl_step(
         shaped = rewards + torch.tensor(bonus, dtype=torch.float32)
     adv = group_advantages(shaped.view(G, n), bool(method_cfg["norm_adv_by_std"])).reshape(-1)  # (B,)
 
-    old_logp, _ = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
-                                  cfg.temperature, cfg.micro_batch)
+    old_logp, old_ent = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                        cfg.temperature, cfg.micro_batch, with_entropy=True)
     lam = linear_decay(step, float(method_cfg.get("lambda_init", 0.0)), method_cfg.get("lambda_decay_steps"))
     t1 = time.perf_counter()
     delta = has_ctx = t_ids = t_mask = None
@@ -173,8 +173,7 @@ def rl_step(
     # One PPO epoch over mini-batches (in sampling order: each mini-batch is whole groups).
     model.train()
     rows_per_mb = cfg.mini_batch * n
-    stats: dict[str, list[float]] = {"loss": [], "clip_frac": [], "entropy": [], "approx_kl": [], "grad_norm": [],
-                                     "distill": []}
+    stats: dict[str, list[float]] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "distill": []}
     for s in range(0, B, rows_per_mb):
         mb_end = min(s + rows_per_mb, B)
         n_tok = loss_mask[s:mb_end].sum()
@@ -202,9 +201,9 @@ def rl_step(
                 tok_loss = tok_loss + distill_w[sl] * jsd * distill_rows[sl, None]
                 stats["distill"].append(_masked_mean(jsd.detach(), dmask))
             loss = agg_loss(tok_loss, loss_mask[sl], cfg.loss_agg)
-            ent = entropy_from_logits(logits / cfg.temperature)
-            if ent_coeff:
-                loss = loss + entropy_bonus(ent, mask, ent_coeff, cfg.loss_agg)
+            if ent_coeff:  # GRPO+EB: the entropy of the current policy, with gradient
+                loss = loss + entropy_bonus(entropy_from_logits(logits / cfg.temperature), mask, ent_coeff,
+                                            cfg.loss_agg)
             # gradient accumulation: weight each micro-batch so the sum equals the whole mini-batch's aggregate
             if cfg.loss_agg == "token-mean":
                 scale = float(loss_mask[sl].sum() / n_tok)
@@ -213,7 +212,6 @@ def rl_step(
             (loss * scale).backward()
             mb_loss += float(loss.detach() * scale)
             with torch.no_grad():
-                stats["entropy"].append(_masked_mean(ent.detach(), mask))
                 pmask = mask * pg_rows[sl, None]
                 if pmask.sum() > 0:
                     stats["clip_frac"].append(_masked_mean(clipped.float(), pmask))
@@ -241,7 +239,7 @@ def rl_step(
         "solve_rate": 100.0 * float((groups.max(dim=1).values > 0.5).float().mean()),
         "mixed_groups": float(((groups.max(1).values > 0.5) & (groups.min(1).values < 0.5)).float().mean()),
         "response_length": float(ro.lengths.float().mean()),
-        "entropy": avg("entropy"),
+        "entropy": _masked_mean(old_ent, ro.response_mask),  # rollout policy's entropy (every step, every method)
         "clip_frac": avg("clip_frac"),
         "approx_kl": avg("approx_kl"),
         "loss": avg("loss"),
