@@ -16,6 +16,7 @@ include: "rules/backbones.smk"
 include: "rules/rl.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

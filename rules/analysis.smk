@@ -1,0 +1,212 @@
+# The RLRT paper's analyses (Sections 4.1-4.3, 6.2, 6.3; Appendices D, E, H), one job each:
+# asymmetry heatmaps (Figs 2/10/12/13), explore/exploit markers (Table 2, Fig 3), reflection injection across RL
+# checkpoints (Fig 6) and the distribution shift of fine-tuned policies (Fig 7). Config: `analysis` (optional);
+# a missing sub-block skips that analysis, a missing key takes its schema default.
+import yaml
+
+from rlrt.config import SCHEMA
+
+
+def _with_defaults(value, schema):
+    """``value`` with every missing key that has a ``default`` in ``schema`` filled in (recursively)."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in out and "default" in sub:
+            out[key] = sub["default"]
+        if key in out:
+            out[key] = _with_defaults(out[key], sub)
+    return out
+
+
+ANALYSIS = _with_defaults(config.get("analysis") or {},
+                          yaml.safe_load(SCHEMA.read_text())["properties"]["analysis"])
+ANALYSIS_BLOCKS = [n for n in ("heatmaps", "markers", "reflection", "shift") if n in ANALYSIS]
+
+
+def _check_analysis():
+    splits = config["data"]["splits"]
+    for name in ANALYSIS_BLOCKS:
+        block, key = ANALYSIS[name], f"analysis.{name}"
+        b = block["backbone"]
+        if b not in config["backbones"]:
+            raise WorkflowError(f"invalid config: config key '{key}.backbone': unknown backbone {b!r}")
+        if block["split"] not in splits:
+            raise WorkflowError(f"invalid config: config key '{key}.split': split {block['split']!r} is not "
+                                f"defined in data.splits")
+        for run in block.get("runs") or [block.get("run", "base")]:
+            if run != "base" and run not in RUNS[b]:
+                raise WorkflowError(f"invalid config: config key '{key}': run {run!r} is not trained on {b!r} "
+                                    f"(trained there: {RUNS[b]})")
+    h = ANALYSIS.get("heatmaps")
+    if h and h["n_examples"] > h["n_problems"]:
+        raise WorkflowError("invalid config: config key 'analysis.heatmaps.n_examples': larger than n_problems "
+                            "(one rollout per problem is rendered)")
+    r = ANALYSIS.get("reflection")
+    if r:
+        for bin_ in ("hard", "easy"):
+            lo, hi = r[bin_]
+            if not 0 <= lo <= hi <= r["n_rollouts"]:
+                raise WorkflowError(f"invalid config: config key 'analysis.reflection.{bin_}': need "
+                                    f"0 <= {lo} <= {hi} <= n_rollouts ({r['n_rollouts']})")
+
+
+_check_analysis()
+
+
+def analysis_cfg(name, **extra):
+    """The config slice of one analysis stage: its block, the shared settings and the backbone's budget."""
+    a, block = ANALYSIS, ANALYSIS[name]
+    b = block["backbone"]
+    return as_json({
+        name: block, "backbone": b, "run": block.get("run", "base"), "seed": config["seed"],
+        "sampling": a["sampling"], "temperature": a["temperature"], "context": a["context"],
+        "position_chunk": a["position_chunk"], "micro_batch": a["micro_batch"], "batch_size": a["batch_size"],
+        "max_new_tokens": config["backbones"][b]["max_response_length"],
+        "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK, **extra,
+    })
+
+
+def analysis_data(name):
+    return f"{R}/data/{ANALYSIS[name]['split']}.jsonl"
+
+
+def run_models(name):
+    b = ANALYSIS[name]["backbone"]
+    return [f"{R}/runs/{b}/{run}/model" for run in ANALYSIS[name]["runs"]]
+
+
+if "heatmaps" in ANALYSIS:
+    _H = ANALYSIS["heatmaps"]
+    _HEAT_PNG = [f"{R}/figures/fig2_heatmap_{i}.png" for i in range(1, _H["n_examples"] + 1)]
+    _HEAT_HTML = [f"{R}/figures/fig2_heatmap_{i}.html" for i in range(1, _H["n_examples"] + 1)]
+    ALL_OUTPUTS.extend(_HEAT_PNG + _HEAT_HTML)
+
+    rule analysis_heatmaps:
+        input:
+            model=model_for(_H["backbone"], _H["run"]),
+            data=analysis_data("heatmaps"),
+            track=tracking_input(),
+        output:
+            png=[report(p, caption="../workflow/report/fig2_heatmap.rst", category="Analyses",
+                        subcategory="Fig 2 / 12: asymmetry heatmaps") for p in _HEAT_PNG],
+            html=[report(p, caption="../workflow/report/fig2_heatmap.rst", category="Analyses",
+                         subcategory="Fig 2 / 12: asymmetry heatmaps (HTML, hover values)") for p in _HEAT_HTML],
+            json=f"{R}/analysis/heatmaps.json",
+        params:
+            cfg=analysis_cfg("heatmaps"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+        log:
+            f"{R}/logs/analysis/heatmaps.log",
+        benchmark:
+            f"{R}/benchmarks/analysis/heatmaps.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.analysis_heatmaps --cfg {params.cfg:q} --threads {threads} "
+            "--model {input.model} --data {input.data} --out-png {output.png} --out-html {output.html} "
+            "--out-json {output.json} > {log} 2>&1"
+
+
+if "markers" in ANALYSIS:
+    _M = ANALYSIS["markers"]
+    ALL_OUTPUTS.extend([f"{R}/tables/table2_markers.csv", f"{R}/tables/table2_markers.md",
+                        f"{R}/figures/fig3_markers.png"])
+
+    rule analysis_markers:
+        input:
+            model=model_for(_M["backbone"], _M["run"]),
+            data=analysis_data("markers"),
+            track=tracking_input(),
+        output:
+            csv=report(f"{R}/tables/table2_markers.csv", caption="../workflow/report/table2_markers.rst",
+                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers"),
+            md=f"{R}/tables/table2_markers.md",
+            png=report(f"{R}/figures/fig3_markers.png", caption="../workflow/report/fig3_markers.rst",
+                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers"),
+            scores=f"{R}/analysis/marker_scores.csv",
+            json=f"{R}/analysis/markers.json",
+        params:
+            cfg=analysis_cfg("markers"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+        log:
+            f"{R}/logs/analysis/markers.log",
+        benchmark:
+            f"{R}/benchmarks/analysis/markers.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.analysis_markers --cfg {params.cfg:q} --threads {threads} "
+            "--model {input.model} --data {input.data} --out-csv {output.csv} --out-md {output.md} "
+            "--out-png {output.png} --out-scores {output.scores} --out-json {output.json} > {log} 2>&1"
+
+
+if "reflection" in ANALYSIS:
+    _F = ANALYSIS["reflection"]
+    ALL_OUTPUTS.append(f"{R}/figures/fig6_reflection.png")
+
+    rule analysis_reflection:
+        input:
+            base=checkpoint_dir(_F["backbone"]),
+            models=run_models("reflection"),
+            checkpoints=[f"{R}/runs/{_F['backbone']}/{run}/checkpoints" for run in _F["runs"]],
+            data=analysis_data("reflection"),
+            track=tracking_input(),
+        output:
+            png=report(f"{R}/figures/fig6_reflection.png", caption="../workflow/report/fig6_reflection.rst",
+                       category="Analyses", subcategory="Fig 6: reflection injection"),
+            flips=f"{R}/analysis/reflection_flips.csv",
+            records=f"{R}/analysis/reflection_records.csv",
+            json=f"{R}/analysis/reflection.json",
+        params:
+            cfg=analysis_cfg("reflection", rl_steps=config["rl"]["steps"]),
+        threads: 1
+        resources:
+            mem_mb=4000,
+        log:
+            f"{R}/logs/analysis/reflection.log",
+        benchmark:
+            f"{R}/benchmarks/analysis/reflection.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.analysis_reflection --cfg {params.cfg:q} --threads {threads} "
+            "--base {input.base} --models {input.models} --checkpoints {input.checkpoints} --data {input.data} "
+            "--out-png {output.png} --out-flips {output.flips} --out-records {output.records} "
+            "--out-json {output.json} > {log} 2>&1"
+
+
+if "shift" in ANALYSIS:
+    _S = ANALYSIS["shift"]
+    ALL_OUTPUTS.append(f"{R}/figures/fig7_shift.png")
+
+    rule analysis_shift:
+        input:
+            base=checkpoint_dir(_S["backbone"]),
+            models=run_models("shift"),
+            data=analysis_data("shift"),
+            track=tracking_input(),
+        output:
+            png=report(f"{R}/figures/fig7_shift.png", caption="../workflow/report/fig7_shift.rst",
+                       category="Analyses", subcategory="Fig 7: distribution shift"),
+            json=f"{R}/analysis/shift.json",
+        params:
+            cfg=analysis_cfg("shift"),
+        threads: 1
+        resources:
+            mem_mb=4000,
+        log:
+            f"{R}/logs/analysis/shift.log",
+        benchmark:
+            f"{R}/benchmarks/analysis/shift.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.analysis_shift --cfg {params.cfg:q} --threads {threads} "
+            "--base {input.base} --models {input.models} --data {input.data} --out-png {output.png} "
+            "--out-json {output.json} > {log} 2>&1"
