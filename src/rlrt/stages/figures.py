@@ -85,12 +85,12 @@ def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> Non
     by_run = {e["method"]: e for e in evals}
     fig, axes = plt.subplots(1, len(splits), figsize=(5.4 * len(splits), 3.9), squeeze=False)
     for ax, split in zip(axes.flat, splits):
-        for run in runs:
+        for i, run in enumerate(runs):  # line styles differ so that identical runs stay visible when they overlap
             e = by_run[run]
             n = int(e["n"])
             ks = np.arange(1, n + 1)
-            ax.plot(ks, passk_curve(e["splits"][split]["correct_counts"], n), lw=2, color=COLORS.get(run),
-                    label=run_label(run))
+            ax.plot(ks, passk_curve(e["splits"][split]["correct_counts"], n), lw=2.4 - 0.3 * i,
+                    ls=["-", "--", "-.", ":"][i % 4], color=COLORS.get(run), label=run_label(run))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k")
         ax.set_ylabel("pass@k (%)")
