@@ -2,57 +2,10 @@
 # asymmetry heatmaps (Figs 2/10/12/13), explore/exploit markers (Table 2, Fig 3), reflection injection across RL
 # checkpoints (Fig 6) and the distribution shift of fine-tuned policies (Fig 7). Config: `analysis` (optional);
 # a missing sub-block skips that analysis, a missing key takes its schema default.
-import yaml
+from rlrt.config import analysis_config
 
-from rlrt.config import SCHEMA
-
-
-def _with_defaults(value, schema):
-    """``value`` with every missing key that has a ``default`` in ``schema`` filled in (recursively)."""
-    if not isinstance(value, dict):
-        return value
-    out = dict(value)
-    for key, sub in (schema.get("properties") or {}).items():
-        if key not in out and "default" in sub:
-            out[key] = sub["default"]
-        if key in out:
-            out[key] = _with_defaults(out[key], sub)
-    return out
-
-
-ANALYSIS = _with_defaults(config.get("analysis") or {},
-                          yaml.safe_load(SCHEMA.read_text())["properties"]["analysis"])
-ANALYSIS_BLOCKS = [n for n in ("heatmaps", "markers", "reflection", "shift") if n in ANALYSIS]
-
-
-def _check_analysis():
-    splits = config["data"]["splits"]
-    for name in ANALYSIS_BLOCKS:
-        block, key = ANALYSIS[name], f"analysis.{name}"
-        b = block["backbone"]
-        if b not in config["backbones"]:
-            raise WorkflowError(f"invalid config: config key '{key}.backbone': unknown backbone {b!r}")
-        if block["split"] not in splits:
-            raise WorkflowError(f"invalid config: config key '{key}.split': split {block['split']!r} is not "
-                                f"defined in data.splits")
-        for run in block.get("runs") or [block.get("run", "base")]:
-            if run != "base" and run not in RUNS[b]:
-                raise WorkflowError(f"invalid config: config key '{key}': run {run!r} is not trained on {b!r} "
-                                    f"(trained there: {RUNS[b]})")
-    h = ANALYSIS.get("heatmaps")
-    if h and h["n_examples"] > h["n_problems"]:
-        raise WorkflowError("invalid config: config key 'analysis.heatmaps.n_examples': larger than n_problems "
-                            "(one rollout per problem is rendered)")
-    r = ANALYSIS.get("reflection")
-    if r:
-        for bin_ in ("hard", "easy"):
-            lo, hi = r[bin_]
-            if not 0 <= lo <= hi <= r["n_rollouts"]:
-                raise WorkflowError(f"invalid config: config key 'analysis.reflection.{bin_}': need "
-                                    f"0 <= {lo} <= {hi} <= n_rollouts ({r['n_rollouts']})")
-
-
-_check_analysis()
+# Defaults from the schema filled in; cross-checks (backbones, splits, runs, bins) ran in rlrt.config.validate.
+ANALYSIS = analysis_config(config)
 
 
 def analysis_cfg(name, **extra):

@@ -108,3 +108,31 @@ def test_experiment_config_errors_name_the_key(cfg, mutate, key):
     with pytest.raises(ConfigError) as e:
         validate(bad)
     assert key in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["analysis"]["shift"].update(runs=["grpo", "rlrt_all"]), "analysis.shift"),
+        (lambda c: c["analysis"]["heatmaps"].update(backbone="XL"), "analysis.heatmaps.backbone"),
+        (lambda c: c["analysis"]["reflection"].update(hard=[3, 9]), "analysis.reflection.hard"),
+        (lambda c: c["analysis"]["markers"].update(split="dev"), "analysis.markers.split"),
+    ],
+)
+def test_analysis_config_errors_name_the_key(cfg, mutate, key):
+    bad = copy.deepcopy(cfg)
+    mutate(bad)
+    with pytest.raises(ConfigError) as e:
+        validate(bad)
+    assert key in str(e.value), str(e.value)
+
+
+def test_analysis_defaults_come_from_the_schema(cfg):
+    from rlrt.config import analysis_config
+
+    c = copy.deepcopy(cfg)
+    c["analysis"] = {"shift": {"backbone": "S-base"}}
+    a = analysis_config(c)
+    assert a["shift"]["js_threshold"] == 0.1 and a["shift"]["runs"]
+    assert "heatmaps" not in a  # a missing sub-block means that analysis does not run
+    assert not {"heatmaps", "markers", "reflection", "shift"} & set(analysis_config({"analysis": None}))

@@ -100,6 +100,55 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                                   f"or a sweep")
     if exp.get("fig8") and exp["fig8"]["n"] < max(exp["fig8"].get("ks") or [1]):
         raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
+    _analysis_checks(cfg)
+
+
+def _with_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` with every missing key that has a ``default`` in ``schema`` filled in (recursively)."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, sub in (schema.get("properties") or {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = _with_defaults(out[key], sub)
+    return out
+
+
+def analysis_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """The ``analysis`` block with its schema defaults filled in ({} when absent: no analysis runs)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    return _with_defaults(cfg.get("analysis") or {}, schema["properties"]["analysis"])
+
+
+def _analysis_checks(cfg: dict[str, Any]) -> None:
+    analysis = analysis_config(cfg)
+    runs = planned_runs(cfg)
+    for name in ("heatmaps", "markers", "reflection", "shift"):
+        if name not in analysis:
+            continue
+        block, key = analysis[name], f"analysis.{name}"
+        b = block["backbone"]
+        if b not in cfg["backbones"]:
+            raise ConfigError(f"config key '{key}.backbone': unknown backbone {b!r}")
+        if block["split"] not in cfg["data"]["splits"]:
+            raise ConfigError(f"config key '{key}.split': split {block['split']!r} is not defined in data.splits")
+        for run in block.get("runs") or [block.get("run", "base")]:
+            if run != "base" and run not in runs[b]:
+                raise ConfigError(f"config key '{key}': run {run!r} is not trained on {b!r} (trained there: "
+                                  f"{runs[b]})")
+    h = analysis.get("heatmaps")
+    if h and h["n_examples"] > h["n_problems"]:
+        raise ConfigError("config key 'analysis.heatmaps.n_examples': larger than n_problems (one rollout per "
+                          "problem is rendered)")
+    r = analysis.get("reflection")
+    if r:
+        for bin_ in ("hard", "easy"):
+            lo, hi = r[bin_]
+            if not 0 <= lo <= hi <= r["n_rollouts"]:
+                raise ConfigError(f"config key 'analysis.reflection.{bin_}': need 0 <= {lo} <= {hi} <= n_rollouts "
+                                  f"({r['n_rollouts']})")
 
 
 # ---- runs: a method, or a method with one setting changed (a sweep point) -------------------------------------
