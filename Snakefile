@@ -17,6 +17,7 @@ include: "rules/rl.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
+include: "rules/rlt.smk"
 
 
 rule all:

@@ -100,6 +100,14 @@ def test_run_ids_round_trip_and_sweeps_dedupe(cfg):
         (lambda c: c["experiments"]["fig8"].update(runs=["grpo", "rlrt_all"]), "experiments.fig8.runs"),
         (lambda c: c["experiments"]["extra_runs"].update(grpo_eb=["XL-base"]), "experiments.extra_runs.grpo_eb"),
         (lambda c: c["rl"].update(clip_ratio_c=0.5), "rl.clip_ratio_c"),
+        (lambda c: c["rlt"].update(teacher="XL-base"), "rlt.teacher"),
+        (lambda c: c["rlt"].update(students=["S-base", "nope"]), "rlt.students"),
+        (lambda c: c["rlt"].update(n_small=4096), "rlt.n_small"),
+        (lambda c: c["rlt"].update(n_questions=10**6), "rlt.n_questions"),
+        (lambda c: c["rlt"]["teacher_rl"].update(n_samples=1), "rlt.teacher_rl.n_samples"),
+        (lambda c: c["rlt"]["teacher_rl"].update(lam=3.0), "rlt.teacher_rl.lam"),
+        (lambda c: c["rlt"]["reward_rank"].update(n_questions=5000), "rlt.reward_rank.n_questions"),
+        (lambda c: c["rlt"]["eval"].update(ks=[1, 64]), "rlt.eval.ks"),
     ],
 )
 def test_experiment_config_errors_name_the_key(cfg, mutate, key):

@@ -13,7 +13,7 @@ def test_constructed_solution_verifies():
     rng = random.Random(0)
     for _ in range(200):
         p = make_problem(rng, n_numbers=3, max_number=20)
-        assert verify_equation(p["answer"], p["numbers"], p["target"]), p
+        assert verify_equation(p["equation"], p["numbers"], p["target"]), p
         assert grade(p["solution"], p["numbers"], p["target"]) == 1.0
 
 

@@ -38,3 +38,15 @@ def test_summarize():
     assert s["pass@1"] == pytest.approx(41.6666667)
     assert s["pass@2"] == pytest.approx(50.0)  # (50 + 100 + 0) / 3
     assert s["pass@4"] == pytest.approx(66.6666667)  # (100 + 100 + 0) / 3
+
+
+def test_pearson_r_by_hand():
+    from rlrt.metrics import pearson_r
+
+    # x - mean = (-1, 0, 1), y - mean = (-1, 1, 0): r = 1 / sqrt(2 * 2) = 0.5
+    assert pearson_r([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert pearson_r([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert pearson_r([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson_r([1, 2, 3], [5, 5, 5]) is None  # undefined, not NaN
+    with pytest.raises(ValueError):
+        pearson_r([1], [2])

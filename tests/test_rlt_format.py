@@ -1,14 +1,12 @@
-"""RLT formats: converters round-trip the explanation exactly; the SFT mask covers only the explanation."""
+"""RLT formats: converters round-trip the explanation exactly; distillation keeps raw outputs."""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 
 from rlrt.tasks.rlt_format import (
-    END_EXPLANATION, END_THOUGHT, BEGIN_THOUGHT, explanation_span, parse_explanation, span_token_mask,
-    student_text, teacher_prefix, teacher_text, teacher_to_student,
+    BEGIN_SOLUTION, BEGIN_THOUGHT, END_EXPLANATION, END_THOUGHT, parse_explanation, raw_explanation, student_text,
+    teacher_prefix, teacher_text, teacher_to_student,
 )
 
 SOL = "12 + 30 = 42. \\boxed{42}"
@@ -31,18 +29,8 @@ def test_format_failures():
     assert parse_explanation("fine" + END_EXPLANATION + " trailing junk is ignored") == "fine"
 
 
-def test_explanation_only_token_mask():
-    from rlrt.tasks.tokenizer import train_tokenizer
-
-    rng = random.Random(0)
-    corpus = [teacher_text(SOL, f"step {rng.randint(1, 99)} plus {rng.randint(1, 99)}") for _ in range(50)]
-    tok = train_tokenizer(corpus, 320)
-    expl = "step 7 plus 8"
-    text = teacher_text(SOL, expl)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = span_token_mask(enc["offset_mapping"], explanation_span(text))
-    kept = "".join(text[s:e] for (s, e), m in zip(enc["offset_mapping"], mask) if m)
-    assert kept.strip() == (expl + END_EXPLANATION).strip()
-    assert sum(mask) < len(mask)  # the solution block and tags are not trained on
-    lo, _ = explanation_span(text)
-    assert all(m == 0 for (s, e), m in zip(enc["offset_mapping"], mask) if e <= lo)  # nothing before the span
+def test_raw_explanation_keeps_every_output():
+    assert raw_explanation("a + b" + END_EXPLANATION + "junk") == ("a + b", True)
+    assert raw_explanation("ran out of tokens before the tag") == ("ran out of tokens before the tag", False)
+    assert raw_explanation("text " + BEGIN_SOLUTION + "x") == ("text ", False)  # cut at the first tag
+    assert raw_explanation("") == ("", False)

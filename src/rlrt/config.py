@@ -101,6 +101,30 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
     if exp.get("fig8") and exp["fig8"]["n"] < max(exp["fig8"].get("ks") or [1]):
         raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
     _analysis_checks(cfg)
+    _rlt_checks(cfg)
+
+
+def _rlt_checks(cfg: dict[str, Any]) -> None:
+    rlt = cfg.get("rlt")
+    if not rlt:
+        return
+    for key in ("teacher", "reward_student"):
+        if rlt[key] not in cfg["backbones"]:
+            raise ConfigError(f"config key 'rlt.{key}': unknown backbone {rlt[key]!r}")
+    for b in rlt["students"]:
+        if b not in cfg["backbones"]:
+            raise ConfigError(f"config key 'rlt.students': unknown backbone {b!r}")
+    if rlt["n_questions"] > cfg["data"]["splits"]["train"]["n"]:
+        raise ConfigError("config key 'rlt.n_questions': more than the train split has (data.splits.train.n)")
+    if rlt["n_small"] >= rlt["n_questions"]:
+        raise ConfigError("config key 'rlt.n_small': must be smaller than rlt.n_questions")
+    if rlt["reward_rank"]["n_questions"] > rlt["n_questions"]:
+        raise ConfigError("config key 'rlt.reward_rank.n_questions': larger than rlt.n_questions")
+    if rlt["teacher_rl"]["mini_batch"] > rlt["teacher_rl"]["question_batch"]:
+        raise ConfigError("config key 'rlt.teacher_rl.mini_batch': larger than rlt.teacher_rl.question_batch")
+    for k in rlt["eval"]["ks"]:
+        if k > rlt["eval"]["n"]:
+            raise ConfigError(f"config key 'rlt.eval.ks': k={k} is larger than rlt.eval.n={rlt['eval']['n']}")
 
 
 def _with_defaults(value: Any, schema: dict[str, Any]) -> Any:

@@ -41,3 +41,18 @@ def summarize(correct_matrix: np.ndarray, ks: Sequence[int]) -> dict[str, float]
     for k in ks:
         out[f"pass@{k}"] = 100.0 * float(np.mean([pass_at_k(n, int(ci), int(k)) for ci in c]))
     return out
+
+
+def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation of two equal-length samples (n >= 2); None when either is constant (undefined).
+
+    r = sum((x - mx)(y - my)) / sqrt(sum((x - mx)^2) sum((y - my)^2)).
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"need two 1-D samples of the same length >= 2, got {a.shape} and {b.shape}")
+    da, db = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((da**2).sum() * (db**2).sum()))
+    if den == 0.0:
+        return None
+    return float((da * db).sum() / den)

@@ -1,6 +1,7 @@
 """Stage: evaluate one checkpoint on the test splits -- n samples per problem, avg@n and unbiased pass@k.
 
-Sampling follows the RLRT paper's evaluation settings (temperature 0.7, top-p 0.8, top-k 20, n = 16).
+Sampling follows the RLRT paper's evaluation settings (temperature 0.7, top-p 0.8, top-k 20, n = 16). ``task``
+(arithmetic | countdown) picks the grader; the RLT branch evaluates its students with this same stage.
 Output: one JSON with, per split, the metrics and every problem's number of correct samples (so pass@k for any
 k <= n can be recomputed later without sampling again).
 """
@@ -18,7 +19,7 @@ from rlrt.io import write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.arithmetic import read_jsonl
-from rlrt.tasks.grading import Grader
+from rlrt.tasks.grading import make_grader
 from rlrt.tasks.prompts import chat_prompt, user_message
 
 log = logging.getLogger("rlrt.evaluate")
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(seed)
     model, tok = load_checkpoint(args.model)
     n, ks = int(cfg["n"]), [k for k in cfg["ks"] if k <= int(cfg["n"])]
-    result = {"backbone": cfg["backbone"], "method": cfg["method"], "n": n, "splits": {}}
-    with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
+    result = {"backbone": cfg["backbone"], "method": cfg["method"], "task": cfg.get("task", "arithmetic"), "n": n,
+              "splits": {}}
+    with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         for path in args.data:
             split = Path(path).stem
             rows = read_jsonl(path)[: cfg.get("max_problems") or None]
@@ -61,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
 
     final = {f"{s}/{k}": v for s, d in result["splits"].items() for k, v in d["metrics"].items()}
     stage = cfg.get("stage", "eval")
-    log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']}/{cfg['method']}",
-            {"stage": stage, "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
+    task = cfg.get("task", "arithmetic")
+    log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']}/{cfg['method']}" + ("" if task == "arithmetic" else f"/{task}"),
+            {"stage": stage, "task": task, "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
             {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
 
 

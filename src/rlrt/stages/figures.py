@@ -4,6 +4,10 @@
 * ``fig8``: pass@k for k = 1..n (unbiased estimator, n samples per problem) per test set, one line per run.
 * ``fig9``: (a) the gate ablation -- RLRT vs RLRT-all: training score, response length, entropy;
             (b) the eps_w sweeps of RLRT and RLSD on the base backbones with GRPO as reference.
+* ``rlt_countdown``: the RLT paper's Fig. 5 left -- countdown accuracy of each student (transfer of the
+  arithmetic students, direct GRPO on countdown, distillation from the teacher's zero-shot countdown traces).
+* ``rlt_reward_rank``: its Fig. 5 right -- student accuracy per reward-rank dataset, Pearson r (also written to
+  ``--out-json`` as ``pearson_r``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rlrt.io import atomic_path, read_json  # noqa: E402
-from rlrt.metrics import pass_at_k  # noqa: E402
+from rlrt.io import write_json  # noqa: E402
+from rlrt.metrics import pass_at_k, pearson_r  # noqa: E402
 from rlrt.stages.common import parse, parser  # noqa: E402
-from rlrt.stages.tables import run_label  # noqa: E402
+from rlrt.stages.tables import rlt_label, run_label  # noqa: E402
 
 log = logging.getLogger("rlrt.figures")
 COLORS = {"grpo": "tab:blue", "rlsd": "tab:orange", "rlrt": "tab:red", "sdpo": "tab:green", "srpo": "tab:purple",
@@ -137,9 +142,67 @@ def fig9(runs: list[dict], gate: dict, eps: list[dict], out: str) -> None:
     save(fig, out)
 
 
+def rlt_countdown(evals: list[dict], n: int, out: str) -> None:
+    """Bars: avg@n and pass@n (%) on the countdown test set, one pair per student model."""
+    labels = [rlt_label(e["method"]) for e in evals]
+    split = "countdown_test"
+    avg = [e["splits"][split]["metrics"][f"avg@{n}"] for e in evals]
+    pas = [e["splits"][split]["metrics"][f"pass@{n}"] for e in evals]
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(evals)), 4.8))
+    x = np.arange(len(evals))
+    b1 = ax.bar(x - 0.2, avg, 0.4, label=f"avg@{n}", color="tab:red")
+    b2 = ax.bar(x + 0.2, pas, 0.4, label=f"pass@{n}", color="tab:red", alpha=0.4)
+    ax.bar_label(b1, fmt="%.1f", fontsize=8)
+    ax.bar_label(b2, fmt="%.1f", fontsize=8)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=9)
+    ax.set_ylabel("countdown test accuracy (%)")
+    ax.set_ylim(0, max(5.0, 1.15 * max(avg + pas)))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    n_test = evals[0]["splits"][split]["n_problems"] if evals else 0
+    ax.set_title(f"Countdown transfer on {evals[0]['backbone'] if evals else ''} ({n_test} test problems; "
+                 f"embedded analogue of RLT Fig. 5 left)")
+    save(fig, out)
+
+
+def rlt_reward_rank(evals: list[dict], ranks: dict, n: int, splits: list[str], out: str, out_json: str) -> dict:
+    """Bars: each rank's student accuracy (avg@n, mean over the test sets) with the dataset's mean reward; the
+    Pearson r of (rank, accuracy), rank 1 = the lowest-reward explanation of every question, K = the highest."""
+    per_rank = {d["rank"]: d for d in ranks["per_rank"]}
+    rank_of = {f"sft-rank{r}": r for r in per_rank}
+    rows = sorted((rank_of[e["method"]], e) for e in evals)
+    x = [r for r, _ in rows]
+    acc = [float(np.mean([e["splits"][s]["metrics"][f"avg@{n}"] for s in splits])) for _, e in rows]
+    r = pearson_r(x, acc)
+    result = {"pearson_r": r, "x": "reward rank (1 = lowest RLT reward of a question's explanations)",
+              "y": f"student avg@{n} (%), mean over {splits}", "ranks": x, "accuracy": acc,
+              "per_split": {s: [e["splits"][s]["metrics"][f"avg@{n}"] for _, e in rows] for s in splits},
+              "mean_reward": [per_rank[k]["mean_reward"] for k in x],
+              "examples": [per_rank[k]["examples"] for k in x], "questions": ranks["questions"],
+              "note": None if r is not None else "undefined: every rank's student has the same accuracy"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars = ax.bar(x, acc, color=plt.get_cmap("viridis")(np.linspace(0.15, 0.85, len(x))))
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xlabel("dataset reward rank (1 = lowest)")
+    ax.set_ylabel(f"student avg@{n} (%)")
+    ax.set_xticks(x)
+    ax.grid(axis="y", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(x, result["mean_reward"], "k--o", lw=1, ms=4, label="mean RLT reward of the dataset")
+    ax2.set_ylabel("mean RLT reward")
+    ax2.legend(loc="upper left", fontsize=8)
+    rs = "undefined" if r is None else f"{r:.2f}"
+    ax.set_title(f"Reward rank vs student accuracy, Pearson r = {rs} ({ranks['questions']} questions per dataset)")
+    save(fig, out)
+    write_json(out_json, result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--figure", choices=["fig5", "fig8", "fig9"], default="fig5")
+    p.add_argument("--figure", choices=["fig5", "fig8", "fig9", "rlt_countdown", "rlt_reward_rank"], default="fig5")
+    p.add_argument("--ranks", help="reward-rank datasets' summary (rlt_reward_rank)")
+    p.add_argument("--out-json", help="reward_rank.json (rlt_reward_rank)")
     p.add_argument("--runs", nargs="*", default=[])
     p.add_argument("--evals", nargs="*", default=[])
     p.add_argument("--out", required=True)
@@ -148,8 +211,14 @@ def main(argv: list[str] | None = None) -> None:
         fig5([read_json(f) for f in args.runs], cfg["backbones"], cfg["methods"], args.out)
     elif args.figure == "fig8":
         fig8([read_json(f) for f in args.evals], cfg["runs"], cfg["splits"], args.out)
-    else:
+    elif args.figure == "fig9":
         fig9([read_json(f) for f in args.runs], cfg["gate"], cfg["eps"], args.out)
+    elif args.figure == "rlt_countdown":
+        rlt_countdown([read_json(f) for f in args.evals], int(cfg["n"]), args.out)
+    else:
+        res = rlt_reward_rank([read_json(f) for f in args.evals], read_json(args.ranks), int(cfg["n"]),
+                              cfg["splits"], args.out, args.out_json)
+        log.info("reward rank: Pearson r = %s, accuracy %s", res["pearson_r"], res["accuracy"])
 
 
 if __name__ == "__main__":

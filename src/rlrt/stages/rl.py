@@ -1,7 +1,9 @@
 """Stage: one RL run -- (backbone, method) on the train split with the local engine.
 
 Config slice: ``rl`` (shared loop settings, Table 5), ``method`` (name) and ``method_cfg`` (that method's
-hyper-parameters after per-backbone overrides), ``backbone`` (name, kind), ``seed``, ``tracking``.
+hyper-parameters after per-backbone overrides), ``backbone`` (name, kind), ``seed``, ``tracking``; optional
+``task`` (arithmetic | countdown: which grader scores the rollouts) and ``stage`` (MLflow tag; the RLT branch's
+cold-start runs use this same stage).
 ``run`` names the run: the method, or ``<method>@<key>=<value>`` for a sweep point (see rules/common.smk).
 Outputs: the trained checkpoint folder, a folder of intermediate checkpoints ``step_<k>`` (``rl.save_steps``)
 and a JSON with the per-step history and the run's summary. Training state is saved next to the outputs every
@@ -21,7 +23,7 @@ from rlrt.io import write_json
 from rlrt.methods.registry import get_method
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.arithmetic import read_jsonl
-from rlrt.tasks.grading import Grader
+from rlrt.tasks.grading import make_grader
 
 log = logging.getLogger("rlrt.rl")
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("saved intermediate checkpoint step_%d", k)
 
     state_path = str(partial / "resume_state.pt")
-    with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
+    with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step,
                                state_path=state_path, save_every=int(cfg["rl"].get("resume_every") or 0),
                                on_save=save_intermediate, save_steps=save_steps)
@@ -86,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
                               "save_steps": save_steps})
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), f"rl/{cfg['backbone']['name']}/{run}",
-            {"stage": "rl", "method": spec.name, "run": run, "backbone": cfg["backbone"]["name"], "seed": str(seed)},
+    stage = cfg.get("stage", "rl")  # "rlt_rl": the RLT branch's cold-start / countdown runs
+    log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']['name']}/{run}",
+            {"stage": stage, "task": cfg.get("task", "arithmetic"), "method": spec.name, "run": run, "backbone": cfg["backbone"]["name"], "seed": str(seed)},
             {"method_cfg": method_cfg, "rl": cfg["rl"], "max_response_length": cfg["max_response_length"]},
             history, summary)
 

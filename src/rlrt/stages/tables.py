@@ -6,6 +6,9 @@
   instruct backbone with the paper's Table 3 methods.
 * ``table4``: the unified view of every method, generated from ``rlrt.methods.registry`` (not typed by hand).
 * ``sweeps``: every sweep point's training outcome (first/last training reward, entropy, length).
+* ``rlt_table1``: the RLT paper's Table 1 analogue -- per student, the untrained backbone and students distilled
+  from RLT vs reference traces on the full question set and on the small subset, with RLT - reference rows.
+* ``rlt_table2``: its cold-start table -- GRPO from the untrained student vs from the RLT / reference students.
 """
 
 from __future__ import annotations
@@ -128,9 +131,58 @@ def write_frame(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
                        + "\n")
 
 
+def rlt_label(model: str, n_questions: int | None = None, n_small: int | None = None) -> str:
+    """Display name of an RLT-branch student model (see rules/rlt.smk for the naming)."""
+    if model == "base":
+        return "untrained"
+    if model.startswith("cdgrpo-"):
+        init = model[len("cdgrpo-"):]
+        return "countdown GRPO" + ("" if init == "base" else f" from {rlt_label(init, n_questions, n_small)}")
+    if model.startswith("grpo-"):
+        init = model[len("grpo-"):]
+        return "GRPO, no cold start" if init == "base" else f"{rlt_label(init, n_questions, n_small)} + GRPO"
+    data = model[len("sft-"):]
+    if data.startswith("rank"):
+        return f"reward rank {data[4:]}"
+    if data == "countdown":
+        return "RLT countdown traces (zero-shot teacher)"
+    source, _, size = data.partition("_")
+    name = {"rlt": "RLT traces", "reference": "reference traces"}[source]
+    n = n_small if size == "small" else n_questions
+    return name + (f" ({n} q)" if n else "")
+
+
+def rlt_table(evals: list[dict], models: list[str], splits: list[str], n: int, deltas: list[tuple[str, str, str]],
+              n_questions: int | None = None, n_small: int | None = None) -> pd.DataFrame:
+    """Student evaluations -> a frame in the Table 1 layout: per student a block {untrained, models, deltas}.
+
+    ``deltas``: (label, model_a, model_b) rows holding a - b in every column.
+    """
+    by_key = {(e["backbone"], e["method"]): e for e in evals}
+    students = list(dict.fromkeys(e["backbone"] for e in evals))
+    cols = [(s, m) for s in splits for m in (f"Avg@{n}", f"Pass@{n}")]
+    rows, index = [], []
+    for st in students:
+        block = {}
+        for m in models:
+            e = by_key.get((st, m))
+            if e is None:
+                raise ValueError(f"missing RLT evaluation for student {st!r}, model {m!r}")
+            block[m] = [e["splits"][s]["metrics"][k] for s in splits for k in (f"avg@{n}", f"pass@{n}")]
+            rows.append(block[m])
+            index.append((st, m, f"{st} (untrained)" if m == "base" else "  " + rlt_label(m, n_questions, n_small)))
+        for label, a, b in deltas:
+            rows.append([x - y for x, y in zip(block[a], block[b])])
+            index.append((st, "delta", "  " + label))
+    df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(cols, names=["test set", "metric"]))
+    df.index = pd.MultiIndex.from_tuples(index, names=["backbone", "method", "row"])
+    return df
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--table", choices=["table1", "table3", "table4", "sweeps"], default="table1")
+    p.add_argument("--table", choices=["table1", "table3", "table4", "sweeps", "rlt_table1", "rlt_table2"],
+                   default="table1")
     p.add_argument("--evals", nargs="*", default=[])
     p.add_argument("--runs", nargs="*", default=[])
     p.add_argument("--out-csv", required=True)
@@ -150,6 +202,24 @@ def main(argv: list[str] | None = None) -> None:
         log.info("\n%s", df)
         return
     evals = [read_json(f) for f in args.evals]
+    if args.table in ("rlt_table1", "rlt_table2"):
+        n, nq, ns = int(cfg["n"]), cfg.get("n_questions"), cfg.get("n_small")
+        if args.table == "rlt_table1":
+            models = ["base", "sft-rlt", "sft-reference", "sft-rlt_small", "sft-reference_small"]
+            deltas = [("Δ RLT − reference (full)", "sft-rlt", "sft-reference"),
+                      ("Δ RLT − reference (small)", "sft-rlt_small", "sft-reference_small")]
+            title = (f"RLT Table 1 (embedded analogue): students distilled from the RL teacher's raw explanations vs "
+                     f"the reference traces, on {nq} questions and on a {ns}-question subset, same SFT budget; "
+                     f"avg@{n} and pass@{n} (%) on the held-out test sets.")
+        else:
+            models = ["base", "grpo-base", "sft-rlt", "grpo-sft-rlt", "sft-reference", "grpo-sft-reference"]
+            deltas = [("Δ RLT − reference cold start, after GRPO", "grpo-sft-rlt", "grpo-sft-reference")]
+            title = (f"RLT Table 2 (embedded analogue): GRPO with the correctness reward from the untrained student "
+                     f"vs cold-started from RLT / reference traces; avg@{n} and pass@{n} (%).")
+        df = rlt_table(evals, models, cfg["splits"], n, deltas, nq, ns)
+        write_table(df, args.out_csv, args.out_md, title)
+        log.info("\n%s", to_markdown(df, title))
+        return
     labels = {b: f"{b} (≈ {s})" if s else b for b, s in cfg.get("stand_in_for", {}).items()}
     df = table1(evals, cfg["backbones"], cfg["methods"], cfg["splits"], int(cfg["n"]), labels)
     n = cfg["n"]

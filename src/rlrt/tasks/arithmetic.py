@@ -123,6 +123,21 @@ def verify_solution(terms: Sequence[int], rng: random.Random, order: Sequence[in
             + solution_text(terms, order))
 
 
+def reference_explanation(terms: Sequence[int], solution: str, rng: random.Random) -> str:
+    """The RLT branch's reference trace (the analog of Bespoke's post-processed R1 traces): the sum worked out in
+    another order than the one the reference ``solution`` writes up (the same order only when all orders read
+    alike), e.g. "67 + 345 = 412. 412 + 12 = 424." for the solution "12 + 67 = 79. 79 + 345 = 424. So ...".
+    """
+    order = list(range(len(terms)))
+    steps = solution.rsplit(" So the answer is", 1)[0]
+    for _ in range(20):
+        rng.shuffle(order)
+        text = steps_text(terms, order)
+        if text != steps:
+            return text
+    return text
+
+
 def make_problem(rng: random.Random, n_terms: int, min_digits: int, max_digits: int) -> dict[str, Any]:
     if n_terms < 2:
         raise ValueError("n_terms must be >= 2")

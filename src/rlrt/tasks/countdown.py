@@ -10,6 +10,7 @@ exactly with fractions.
 from __future__ import annotations
 
 import ast
+import json
 import random
 from fractions import Fraction
 
@@ -50,7 +51,8 @@ def make_problem(rng: random.Random, n_numbers: int = 3, max_number: int = 20) -
         if 1 <= value <= 999:
             eq = expr[1:-1] if expr.startswith("(") else expr
             return {"question": question_text(numbers, value), "numbers": numbers, "target": value,
-                    "solution": f"{eq} = {value}. \\boxed{{{eq}}}", "answer": eq}
+                    "solution": f"{eq} = {value}. \\boxed{{{eq}}}", "equation": eq,
+                    "answer": answer_key(numbers, value)}
 
 
 def _evaluate(node: ast.AST, used: list[int]) -> Fraction:
@@ -85,6 +87,20 @@ def verify_equation(equation: str, numbers: list[int], target: int) -> bool:
     except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
         return False
     return sorted(used) == sorted(numbers) and value == target
+
+
+def answer_key(numbers: list[int], target: int) -> str:
+    """The ``answer`` field of a countdown row: what grading needs (there are many correct equations)."""
+    return json.dumps({"numbers": list(numbers), "target": int(target)}, sort_keys=True)
+
+
+def grade_batch(responses: list[str], answers: list[str]) -> list[float]:
+    """Grade responses against :func:`answer_key` strings (the RL engine's and evaluation's grade_fn signature)."""
+    out = []
+    for resp, key in zip(responses, answers, strict=True):
+        k = json.loads(key)
+        out.append(grade(resp, k["numbers"], k["target"]))
+    return out
 
 
 def grade(response: str, numbers: list[int], target: int) -> float:

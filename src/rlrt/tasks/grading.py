@@ -14,7 +14,7 @@ import re
 import threading
 from decimal import Decimal
 
-__all__ = ["extract_boxed", "grade", "Grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
+__all__ = ["extract_boxed", "grade", "Grader", "CountdownGrader", "make_grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
@@ -181,3 +181,36 @@ class Grader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CountdownGrader:
+    """The :class:`Grader` interface for countdown rows (``answer`` = ``countdown.answer_key``): an exact,
+    in-process check of the last boxed equation; ``n_unparseable`` counts responses without one."""
+
+    def __init__(self) -> None:
+        self.n_graded = self.n_unparseable = self.n_errors = 0
+
+    def grade_batch(self, responses: list[str], answers: list[str]) -> list[float]:
+        from rlrt.tasks import countdown
+
+        self.n_graded += len(responses)
+        self.n_unparseable += sum(extract_boxed(r) is None for r in responses)
+        return countdown.grade_batch(responses, answers)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> CountdownGrader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def make_grader(task: str = "arithmetic", workers: int = 1) -> Grader | CountdownGrader:
+    """The grader of a task: ``arithmetic`` (boxed number, exact then math-verify) or ``countdown``."""
+    if task == "countdown":
+        return CountdownGrader()
+    if task == "arithmetic":
+        return Grader(workers=workers)
+    raise ValueError(f"unknown task {task!r} (arithmetic | countdown)")

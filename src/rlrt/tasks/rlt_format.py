@@ -50,17 +50,12 @@ def teacher_to_student(completion: str, solution: str) -> str | None:
     return None if explanation is None else student_text(explanation, solution)
 
 
-def explanation_span(text: str) -> tuple[int, int]:
-    """Character span [start, end) of the explanation *and its end tag* in a :func:`teacher_text` string."""
-    start = text.index(BEGIN_EXPLANATION) + len(BEGIN_EXPLANATION) + 2
-    end = text.index(END_EXPLANATION, start) + len(END_EXPLANATION)
-    return start, end
-
-
-def span_token_mask(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[int]:
-    """1 for tokens whose characters lie inside ``span`` (from a fast tokenizer's ``offset_mapping``), else 0.
-
-    A token straddling the boundary counts as inside if it ends inside the span (its last character is learned).
-    """
-    lo, hi = span
-    return [int(e > lo and e <= hi and e > s) for s, e in offsets]
+def raw_explanation(completion: str) -> tuple[str, bool]:
+    """(explanation, well_formatted) for distillation, which keeps every raw output (no filtering): the parsed
+    explanation when the format is right, else the completion up to its first tag (all of it if it has none,
+    e.g. when the teacher ran out of tokens before closing the block)."""
+    explanation = parse_explanation(completion)
+    if explanation is not None:
+        return explanation, True
+    cut = min([completion.find(t) for t in TAGS if t in completion] or [len(completion)])
+    return completion[:cut], False

@@ -1,0 +1,326 @@
+# The RLT paper's branch: teacher SFT warm-up -> teacher RL on r_SS - lambda*r_KL -> raw distillation data ->
+# student SFT (RLT vs reference traces, full vs small) -> cold-start GRPO -> evaluation; countdown transfer and the
+# reward-rank study. One module of rlrt.stages per rule; paths under results/rlt/.
+# Student models are named: base (the untrained backbone), sft-<data> (data: rlt, rlt_small, reference,
+# reference_small, countdown, rank<r>), grpo-<init> (cold-start GRPO on the main task from init) and
+# cdgrpo-<init> (GRPO directly on countdown).
+
+RLT = config.get("rlt")
+
+if RLT:
+    RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies
+    RLT_TABLE1 = ["base", "sft-rlt", "sft-reference", "sft-rlt_small", "sft-reference_small"]
+    RLT_TABLE2 = ["base", "grpo-base", "sft-rlt", "grpo-sft-rlt", "sft-reference", "grpo-sft-reference"]
+    RLT_COUNTDOWN = ["base", "sft-reference", "sft-rlt", "cdgrpo-base", "cdgrpo-sft-reference", "sft-countdown"]
+    RLT_RANKS = [f"sft-rank{r}" for r in range(1, RLT["reward_rank"]["ranks"] + 1)]
+
+    def rlt_model(student, model):
+        return checkpoint_dir(student) if model == "base" else f"{R}/rlt/students/{student}/{model}/model"
+
+    def rlt_evals(student, models, task="arithmetic"):
+        return [f"{R}/rlt/eval/{student}/{m}/{task}.json" for m in models]
+
+    def rlt_sft_source(data):
+        """(traces file, n): which traces a student is distilled from, and how many questions (None = all)."""
+        if data.startswith("rank"):
+            return f"{R}/rlt/traces/rank/rank_{data[4:]}.jsonl", None
+        base, _, size = data.partition("_")
+        traces = {"rlt": f"{R}/rlt/traces/arithmetic.jsonl", "reference": f"{R}/rlt/data/questions.jsonl",
+                  "countdown": f"{R}/rlt/traces/countdown.jsonl"}[base]
+        return traces, (RLT["n_small"] if size == "small" else None)
+
+    def rlt_slice(*keys, **extra):
+        """The part of the rlt block a stage reads: changing another key does not rerun it."""
+        return {"seed": config["seed"], "tracking": TRACK, **{k: RLT[k] for k in keys}, **extra}
+
+    wildcard_constraints:
+        student=_alternatives(BACKBONES),
+        sftdata="rlt|rlt_small|reference|reference_small|countdown|rank[0-9]+",
+        rltask="grpo|cdgrpo",
+        init="base|sft-[a-z0-9_]+",
+        model="base|sft-[a-z0-9_]+|(cd)?grpo-(base|sft-[a-z0-9_]+)",
+        task="arithmetic|countdown",
+        trace_set="arithmetic|countdown",
+
+    ALL_OUTPUTS.extend([
+        f"{R}/tables/rlt_table1.csv", f"{R}/tables/rlt_table1.md",
+        f"{R}/tables/rlt_table2.csv", f"{R}/tables/rlt_table2.md",
+        f"{R}/figures/rlt_countdown.png", f"{R}/figures/rlt_reward_rank.png", f"{R}/rlt/reward_rank.json",
+    ])
+
+    rule rlt_data:
+        input:
+            train=f"{R}/data/train.jsonl",
+        output:
+            questions=f"{R}/rlt/data/questions.jsonl",
+            cd_train=f"{R}/rlt/data/countdown_train.jsonl",
+            cd_test=f"{R}/rlt/data/countdown_test.jsonl",
+        params:
+            cfg=as_json(rlt_slice("n_questions", "n_small", "countdown", tracking=None)),
+            out_dir=f"{R}/rlt/data",
+        log:
+            f"{R}/logs/rlt/data.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/data.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_data --cfg {params.cfg:q} --train {input.train} "
+            "--out-dir {params.out_dir} > {log} 2>&1"
+
+    rule rlt_teacher_sft:
+        input:
+            model=checkpoint_dir(RLT["teacher"]),
+            data=f"{R}/rlt/data/questions.jsonl",
+            track=tracking_input(),
+        output:
+            model=directory(f"{R}/rlt/teacher/sft"),
+            metrics=f"{R}/rlt/teacher/sft.json",
+        params:
+            cfg=as_json(rlt_slice("teacher", "teacher_sft")),
+        threads: 1
+        log:
+            f"{R}/logs/rlt/teacher_sft.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/teacher_sft.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_teacher_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+
+    rule rlt_teacher_rl:
+        input:
+            teacher=f"{R}/rlt/teacher/sft",
+            student=checkpoint_dir(RLT["reward_student"]),
+            data=f"{R}/rlt/data/questions.jsonl",
+            track=tracking_input(),
+        output:
+            model=directory(f"{R}/rlt/teacher/rl"),
+            metrics=f"{R}/rlt/teacher/rl.json",
+        params:
+            cfg=as_json(rlt_slice("teacher_rl", "reward_student")),
+        threads: 1
+        resources:
+            mem_mb=6000,
+        log:
+            f"{R}/logs/rlt/teacher_rl.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/teacher_rl.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_teacher_rl --cfg {params.cfg:q} --threads {threads} "
+            "--teacher {input.teacher} --student {input.student} --data {input.data} --out {output.model} "
+            "--metrics {output.metrics} > {log} 2>&1"
+
+    rule rlt_distill:
+        """The RL'd teacher's raw explanations: the main task's questions, and countdown zero-shot."""
+        input:
+            teacher=f"{R}/rlt/teacher/rl",
+            data=lambda w: f"{R}/rlt/data/" + ("questions" if w.trace_set == "arithmetic" else "countdown_train")
+            + ".jsonl",
+            track=tracking_input(),
+        output:
+            traces=f"{R}/rlt/traces/{{trace_set}}.jsonl",
+            summary=f"{R}/rlt/traces/{{trace_set}}.json",
+        params:
+            cfg=lambda w: as_json({"name": w.trace_set, "seed": config["seed"], "tracking": TRACK,
+                                   "temperature": RLT["distill"]["temperature"],
+                                   "max_new_tokens": RLT["teacher_rl"]["max_new_tokens"]}),
+        threads: 1
+        log:
+            f"{R}/logs/rlt/distill_{{trace_set}}.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/distill_{{trace_set}}.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_distill --cfg {params.cfg:q} --threads {threads} --teacher {input.teacher} "
+            "--data {input.data} --out {output.traces} --summary {output.summary} > {log} 2>&1"
+
+    rule rlt_reward_rank_data:
+        input:
+            teacher=f"{R}/rlt/teacher/sft",
+            student=checkpoint_dir(RLT["reward_student"]),
+            data=f"{R}/rlt/data/questions.jsonl",
+            track=tracking_input(),
+        output:
+            traces=expand(f"{R}/rlt/traces/rank/rank_{{r}}.jsonl", r=range(1, RLT["reward_rank"]["ranks"] + 1)),
+            summary=f"{R}/rlt/traces/rank.json",
+        params:
+            cfg=as_json(rlt_slice("reward_rank", "reward_student", temperature=RLT["distill"]["temperature"],
+                                  max_new_tokens=RLT["teacher_rl"]["max_new_tokens"],
+                                  alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"])),
+            out_dir=f"{R}/rlt/traces/rank",
+        threads: 1
+        log:
+            f"{R}/logs/rlt/reward_rank_data.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/reward_rank_data.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_reward_rank --cfg {params.cfg:q} --threads {threads} "
+            "--teacher {input.teacher} --student {input.student} --data {input.data} --out-dir {params.out_dir} "
+            "--summary {output.summary} > {log} 2>&1"
+
+    rule rlt_student_sft:
+        input:
+            model=lambda w: checkpoint_dir(w.student),
+            traces=lambda w: rlt_sft_source(w.sftdata)[0],
+            questions=f"{R}/rlt/data/questions.jsonl",
+            track=tracking_input(),
+        output:
+            model=directory(f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/model"),
+            metrics=f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/metrics.json",
+        params:
+            cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
+                                   "data": w.sftdata, "student": w.student, "seed": config["seed"],
+                                   "tracking": TRACK}),
+        threads: 1
+        log:
+            f"{R}/logs/rlt/students/{{student}}/sft-{{sftdata}}.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/students/{{student}}/sft-{{sftdata}}.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rlt_student_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "--traces {input.traces} --questions {input.questions} --out {output.model} "
+            "--metrics {output.metrics} > {log} 2>&1"
+
+    def rlt_rl_cfg(w):
+        rl = {**config["rl"], **RLT["cold_start"], "save_steps": []}
+        return {"rl": rl, "method": "grpo", "run": f"{w.rltask}-{w.init}",
+                "method_cfg": run_config(config, w.student, "grpo"),
+                "backbone": {"name": w.student, "kind": config["backbones"][w.student]["kind"]},
+                "max_response_length": RLT["max_response_length"], "seed": config["seed"],
+                "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
+                "task": "countdown" if w.rltask == "cdgrpo" else "arithmetic", "stage": "rlt_rl"}
+
+    rule rlt_rl:
+        """Cold-start GRPO (correctness reward) on the main task (grpo-) or directly on countdown (cdgrpo-)."""
+        input:
+            model=lambda w: rlt_model(w.student, w.init),
+            data=lambda w: f"{R}/rlt/data/countdown_train.jsonl" if w.rltask == "cdgrpo" else f"{R}/data/train.jsonl",
+            track=tracking_input(),
+        output:
+            model=directory(f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/model"),
+            metrics=f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/metrics.json",
+        params:
+            cfg=lambda w: as_json(rlt_rl_cfg(w)),
+        threads: 1
+        resources:
+            mem_mb=6000,
+        log:
+            f"{R}/logs/rlt/students/{{student}}/{{rltask}}-{{init}}.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/students/{{student}}/{{rltask}}-{{init}}.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+
+    rule rlt_evaluate:
+        input:
+            model=lambda w: rlt_model(w.student, w.model),
+            data=lambda w: [f"{R}/rlt/data/countdown_test.jsonl"] if w.task == "countdown"
+            else expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
+            track=tracking_input(),
+        output:
+            f"{R}/rlt/eval/{{student}}/{{model}}/{{task}}.json",
+        params:
+            cfg=lambda w: as_json({**config["eval"], **RLT["eval"], "backbone": w.student, "method": w.model,
+                                   "task": w.task, "stage": "rlt_eval", "seed": config["seed"],
+                                   "max_new_tokens": RLT["max_response_length"],
+                                   "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK}),
+        threads: 1
+        log:
+            f"{R}/logs/rlt/eval/{{student}}/{{model}}/{{task}}.log",
+        benchmark:
+            f"{R}/benchmarks/rlt/eval/{{student}}/{{model}}/{{task}}.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "--data {input.data} --out {output} > {log} 2>&1"
+
+    rule rlt_table1:
+        """Students distilled from RLT vs reference traces, full data vs the small subset (RLT paper Table 1)."""
+        input:
+            evals=[f for s in RLT["students"] for f in rlt_evals(s, RLT_TABLE1)],
+        output:
+            csv=report(f"{R}/tables/rlt_table1.csv", category="RLT", labels={"table": "RLT Table 1"}),
+            md=f"{R}/tables/rlt_table1.md",
+        params:
+            cfg=as_json({"splits": config["data"]["test_splits"], "n": RLT["eval"]["n"],
+                         "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
+        log:
+            f"{R}/logs/tables/rlt_table1.log",
+        benchmark:
+            f"{R}/benchmarks/tables/rlt_table1.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table1 --evals {input.evals} "
+            "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+    rule rlt_table2:
+        """Cold-start RL: GRPO from the untrained student vs from students distilled on RLT / reference traces."""
+        input:
+            evals=rlt_evals(RS, RLT_TABLE2),
+        output:
+            csv=report(f"{R}/tables/rlt_table2.csv", category="RLT", labels={"table": "RLT Table 2"}),
+            md=f"{R}/tables/rlt_table2.md",
+        params:
+            cfg=as_json({"splits": config["data"]["test_splits"], "n": RLT["eval"]["n"],
+                         "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
+        log:
+            f"{R}/logs/tables/rlt_table2.log",
+        benchmark:
+            f"{R}/benchmarks/tables/rlt_table2.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table2 --evals {input.evals} "
+            "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+    rule rlt_countdown_figure:
+        """Out-of-domain transfer (RLT paper Fig. 5 left): countdown accuracy of each student."""
+        input:
+            evals=rlt_evals(RS, RLT_COUNTDOWN, "countdown"),
+        output:
+            report(f"{R}/figures/rlt_countdown.png", category="RLT", labels={"figure": "countdown transfer"}),
+        params:
+            cfg=as_json({"n": RLT["eval"]["n"]}),
+        log:
+            f"{R}/logs/figures/rlt_countdown.log",
+        benchmark:
+            f"{R}/benchmarks/figures/rlt_countdown.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_countdown --evals {input.evals} "
+            "--out {output} > {log} 2>&1"
+
+    rule rlt_reward_rank_figure:
+        """Reward-rank study (RLT paper Fig. 5 right): student accuracy per reward rank, Pearson r."""
+        input:
+            evals=rlt_evals(RS, RLT_RANKS),
+            ranks=f"{R}/rlt/traces/rank.json",
+        output:
+            png=report(f"{R}/figures/rlt_reward_rank.png", category="RLT", labels={"figure": "reward rank"}),
+            json=f"{R}/rlt/reward_rank.json",
+        params:
+            cfg=as_json({"n": RLT["eval"]["n"], "splits": config["data"]["test_splits"]}),
+        log:
+            f"{R}/logs/figures/rlt_reward_rank.log",
+        benchmark:
+            f"{R}/benchmarks/figures/rlt_reward_rank.tsv"
+        conda:
+            ENV
+        shell:
+            "{PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_reward_rank --evals {input.evals} "
+            "--ranks {input.ranks} --out {output.png} --out-json {output.json} > {log} 2>&1"
