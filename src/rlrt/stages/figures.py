@@ -144,7 +144,8 @@ def fig9(runs: list[dict], gate: dict, eps: list[dict], out: str) -> None:
 
 def rlt_countdown(evals: list[dict], n: int, out: str) -> None:
     """Bars: avg@n and pass@n (%) on the countdown test set, one pair per student model."""
-    labels = [rlt_label(e["method"]) for e in evals]
+    labels = [rlt_label(e["method"]) + (" (arithmetic student, zero-shot)" if e["method"] in ("sft-rlt", "sft-reference")
+                                        else "") for e in evals]
     split = "countdown_test"
     avg = [e["splits"][split]["metrics"][f"avg@{n}"] for e in evals]
     pas = [e["splits"][split]["metrics"][f"pass@{n}"] for e in evals]
