@@ -3,7 +3,7 @@
 Runs ``snakemake --cores 2`` on ``config/config.yaml`` into a fresh directory, then reads every rule's
 ``benchmark:`` file to report the wall time per stage, and runs ``bench_step_time.py`` for the RLRT/GRPO ratio.
 
-    python bench/bench_pipeline.py [--workdir /tmp/rlrt-bench] [--keep]
+    python bench/bench_pipeline.py [--workdir /tmp/rlrt-bench]   (the folder is kept for inspection)
 """
 
 from __future__ import annotations
