@@ -105,3 +105,10 @@ def test_second_run_plans_nothing(dag_run):
     proc = snakemake(dag_run, "--dry-run")
     out = proc.stdout + proc.stderr
     assert "Nothing to be done" in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_no_resume_state_outlives_its_job(dag_run):
+    """ci.yaml saves resumable state (backbones, RL, RLT teacher and students); a completed job removes it."""
+    left = [p for p in (dag_run / "results").rglob("*") if p.name.endswith(("resume_state.pt", ".partial", ".tmp"))]
+    assert not left, left

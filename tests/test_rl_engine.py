@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlrt.backends.local import rl as engine
+from rlrt.backends.local.resume import Resumable
 from rlrt.methods.registry import get_method
 
 
@@ -166,12 +167,12 @@ def test_resume_gives_the_same_numbers(tiny, tmp_path):
     state = tmp_path / "state.pt"
     m_a = copy.deepcopy(model)
     engine.train(m_a, tok, ROWS, spec, dict(spec.defaults), make_cfg(steps=2), alternating, progress=False,
-                 state_path=str(state), save_every=1)
+                 resume=Resumable(str(state), 1))
     assert state.exists()
     saved = []
     m_b = copy.deepcopy(model)
     resumed = engine.train(m_b, tok, ROWS, spec, dict(spec.defaults), cfg, alternating, progress=False,
-                           state_path=str(state), save_every=1, on_save=saved.append, save_steps=[3])
+                           resume=Resumable(str(state), 1), on_save=saved.append, save_steps=[3])
     assert [h["step"] for h in resumed] == [0, 1, 2]
     assert [h["reward_mean"] for h in resumed] == [h["reward_mean"] for h in full]
     assert resumed[-1]["loss"] == pytest.approx(full[-1]["loss"], rel=1e-5)

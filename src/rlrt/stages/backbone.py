@@ -17,6 +17,7 @@ import random
 
 from rlrt.backends.local.lm import chat_example, train_lm
 from rlrt.backends.local.model import build_model, load_checkpoint, n_params, save_checkpoint, seed_everything
+from rlrt.backends.local.resume import Resumable
 from rlrt.io import write_json
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text, verify_solution
@@ -66,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
         model, tok, make_batch_fn(tok, rows, fmt, loss_on_prompt=cfg["mode"] == "pretrain"),
         steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
         warmup_steps=int(cfg.get("warmup_steps", 10)), seed=int(cfg["seed"]), desc=f"{cfg['mode']}:{cfg['name']}",
+        resume=Resumable.beside(args.out, cfg, cfg.get("resume_every")),
     )
     card = {"name": cfg["name"], "mode": cfg["mode"], "format": fmt, "kind": cfg.get("kind"),
             "n_params": n_params(model), "stand_in_for": cfg.get("stand_in_for", "")}
     save_checkpoint(model, tok, args.out, extra={"rlrt_backbone.json": json.dumps(card, indent=2)})
     write_json(args.metrics, {"card": card, "history": history})
+    Resumable.beside(args.out, cfg).clear()
     from rlrt.tracking import log_run
 
     log_run(cfg.get("tracking"), f"{cfg['mode']}/{cfg['name']}",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
+from rlrt.backends.local.resume import Resumable, config_fingerprint
 from rlrt.io import write_json
 from rlrt.methods.registry import get_method
 from rlrt.stages.common import parse, parser
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(model, tok, partial / f"step_{k}", extra={"step": str(k)})
         log.info("saved intermediate checkpoint step_%d", k)
 
-    state_path = str(partial / "resume_state.pt")
+    resume = Resumable(str(partial / "resume_state.pt"), int(cfg["rl"].get("resume_every") or 0),
+                       fingerprint=config_fingerprint({k: v for k, v in cfg.items() if k != "tracking"}))
     with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step,
-                               state_path=state_path, save_every=int(cfg["rl"].get("resume_every") or 0),
+                               resume=resume,
                                on_save=save_intermediate, save_steps=save_steps)
         skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)
@@ -77,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         **{f"grading_{a}": b for a, b in skipped.items()},
     }
     save_checkpoint(model, tok, args.out)
-    if os.path.exists(state_path):
-        os.remove(state_path)
+    resume.clear()
     if args.checkpoints:
         shutil.rmtree(args.checkpoints, ignore_errors=True)
         os.replace(partial, args.checkpoints)

@@ -13,6 +13,7 @@ import logging
 
 from rlrt.backends.local.lm import train_lm
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
+from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rlt import student_example
 from rlrt.io import write_json
 from rlrt.stages.common import parse, parser
@@ -45,11 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     steps = int(sft["steps"])
     history = train_lm(model, tok, lambda rng, b: rng.sample(examples, min(b, len(examples))), steps, bs,
                        float(sft["lr"]), warmup_steps=min(10, max(1, steps // 10)), seed=seed,
-                       desc=f"rlt:sft-{cfg['data']}")
+                       desc=f"rlt:sft-{cfg['data']}", resume=Resumable.beside(args.out, cfg, sft.get("resume_every")))
     save_checkpoint(model, tok, args.out)
     summary = {"data": cfg["data"], "examples": len(examples), "steps": steps, "epochs": steps * bs / len(examples),
                "final_loss": history[-1]["loss"]}
     write_json(args.metrics, {"summary": summary, "history": history})
+    Resumable.beside(args.out, cfg).clear()
     log.info("student SFT: %s", summary)
     from rlrt.tracking import log_run
 

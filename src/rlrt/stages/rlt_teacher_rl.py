@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
+from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rlt import TeacherRLConfig, train_teacher
 from rlrt.io import write_json
 from rlrt.stages.common import parse, parser
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("step %3d  r %.3f  r_SS %.3f  r_KL %.3f  format %.2f  len %.1f  %.1fs", m["step"], m["reward_mean"],
                  m["r_ss"], m["r_kl"], m["format_ok"], m["response_length"], m["step_time"])
 
-    history = train_teacher(teacher, student, tok, rows, rl, on_step=log_step)
+    resume = Resumable.beside(args.out, cfg, cfg["teacher_rl"].get("resume_every"))
+    history = train_teacher(teacher, student, tok, rows, rl, on_step=log_step, resume=resume)
     k = max(1, len(history) // 4)  # first / last quarter of the run
     summary = {f"{key}_{when}": sum(h[key] for h in hs) / len(hs)
                for key in ("reward_mean", "r_ss", "r_kl", "format_ok")
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["mean_step_time"] = sum(h["step_time"] for h in history) / len(history)
     save_checkpoint(model=teacher, tokenizer=tok, path=args.out)
     write_json(args.metrics, {"summary": summary, "history": history, "config": cfg["teacher_rl"]})
+    resume.clear()
     log.info("teacher RL: %s", summary)
     from rlrt.tracking import log_run
 

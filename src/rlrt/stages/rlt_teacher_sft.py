@@ -10,6 +10,7 @@ import logging
 
 from rlrt.backends.local.lm import train_lm
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
+from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rlt import teacher_example
 from rlrt.io import write_json
 from rlrt.stages.common import parse, parser
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> None:
     steps = int(sft["steps"])
     history = train_lm(model, tok, lambda rng, b: rng.sample(examples, min(b, len(examples))), steps,
                        int(sft["batch_size"]), float(sft["lr"]), warmup_steps=min(10, steps // 10),
-                       seed=int(cfg["seed"]), desc="rlt:teacher-sft")
+                       seed=int(cfg["seed"]), desc="rlt:teacher-sft",
+                       resume=Resumable.beside(args.out, cfg, sft.get("resume_every")))
     save_checkpoint(model, tok, args.out)
     summary = {"examples": len(examples), "epochs": steps * int(sft["batch_size"]) / len(examples),
                "final_loss": history[-1]["loss"]}
     write_json(args.metrics, {"summary": summary, "history": history})
+    Resumable.beside(args.out, cfg).clear()
     log.info("teacher SFT: %s", summary)
     from rlrt.tracking import log_run
 

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from rlrt.backends.local.resume import Resumable
 from rlrt.tasks.prompts import chat_prompt
 
 Example = tuple[list[int], list[int]]  # token ids, loss mask (1 = predict this token)
@@ -44,8 +45,13 @@ def train_lm(
     model, tokenizer, make_batch: Callable[[random.Random, int], list[Example]], steps: int, batch_size: int,
     lr: float, warmup_steps: int = 10, weight_decay: float = 0.01, grad_clip: float = 1.0, seed: int = 0,
     desc: str = "lm", on_step: Callable[[dict], None] | None = None, log_every: int = 10,
+    resume: Resumable | None = None,
 ) -> list[dict]:
-    """AdamW with linear warm-up and cosine decay to 10% of ``lr``; next-token loss on masked positions."""
+    """AdamW with linear warm-up and cosine decay to 10% of ``lr``; next-token loss on masked positions.
+
+    ``make_batch(rng, batch_size)`` draws a batch with the loop's seeded RNG. With ``resume``, the training state is
+    saved every ``resume.every`` steps and loaded at start if present: a killed run continues with the same numbers.
+    """
     import math
 
     from rlrt.progress import progress
@@ -61,9 +67,10 @@ def train_lm(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    resume = resume or Resumable()
+    start, history = resume.load(model, opt, sched, rng)
     model.train()
-    history = []
-    bar = progress(range(steps), desc=desc, unit="step")
+    bar = progress(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
         t0 = time.perf_counter()
         ids, attn, labels = collate(make_batch(rng, batch_size), tokenizer.pad_token_id)
@@ -73,11 +80,13 @@ def train_lm(
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         sched.step()
-        rec = {"step": step, "loss": float(loss), "grad_norm": float(gn), "lr": sched.get_last_lr()[0],
+        rec = {"step": step, "loss": float(loss.detach()), "grad_norm": float(gn), "lr": sched.get_last_lr()[0],
                "step_time": time.perf_counter() - t0}
         history.append(rec)
         if on_step and (step % log_every == 0 or step == steps - 1):
             on_step(rec)
+        if resume.due(step + 1, steps):
+            resume.save(step + 1, model, opt, sched, rng, history)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", refresh=False)
     model.eval()
     return history

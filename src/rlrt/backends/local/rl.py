@@ -23,7 +23,6 @@ the first mini-batch and differ only by the policy drift within one step afterwa
 from __future__ import annotations
 
 import copy
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rollout import Rollouts, left_pad, response_logits, sample, score_responses
 from rlrt.methods.advantages import group_advantages, linear_decay
 from rlrt.methods.distill import sdpo_token_loss, srpo_entropy_weights, srpo_route
@@ -262,15 +262,16 @@ def train(
     model, tokenizer, train_rows: Sequence[dict], spec: MethodSpec, method_cfg: dict[str, Any], cfg: RLConfig,
     grade_fn: Callable[[list[str], list[str]], list[float]],
     on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
-    state_path: str | None = None, save_every: int = 0,
+    resume: Resumable | None = None,
     on_save: Callable[[int], None] | None = None, save_steps: Sequence[int] = (),
 ) -> list[dict[str, float]]:
     """Run ``cfg.steps`` RL steps; question batches are drawn without replacement, epoch by epoch, from a seeded
     shuffle. Returns the list of per-step metrics.
 
-    Resume: with ``state_path``, the full training state (policy, teacher, optimizer, scheduler, question order,
-    history) is saved there every ``save_every`` steps and loaded at start if present, so an interrupted job
-    continues where it stopped with the same numbers (sampling seeds depend only on the step index).
+    Resume: with ``resume`` (``rlrt.backends.local.resume``), the full training state (policy, SDPO/SRPO teacher,
+    optimizer, scheduler, question order, history) is saved every ``resume.every`` steps and loaded at start if
+    present, so an interrupted job continues where it stopped with the same numbers (sampling seeds depend only on
+    the step index).
     ``on_save(k)`` is called after step k (1-based count of finished steps) for every k in ``save_steps``.
     """
     lr = float(method_cfg.get("lr", cfg.lr * float(method_cfg.get("lr_scale", 1.0))))
@@ -282,17 +283,12 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_lr(s, cfg.warmup_steps))
     rng = random.Random(cfg.seed)
     order: list[int] = []
-    history: list[dict[str, float]] = []
-    start = 0
-    if state_path and os.path.exists(state_path):
-        st = torch.load(state_path, weights_only=False)
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
+    resume = resume or Resumable()
+    start, history = resume.load(model, optimizer, sched, rng)
+    if start:
+        order = resume.extra["order"]
         if teacher_model is not None:
-            teacher_model.load_state_dict(st["teacher"])
-        rng.setstate(st["rng"])
-        order, history, start = st["order"], st["history"], st["step"]
+            teacher_model.load_state_dict(resume.extra["teacher"])
     steps = range(start, cfg.steps)
     if progress:
         from rlrt.progress import progress as bar
@@ -312,13 +308,9 @@ def train(
             on_step(metrics)
         if step + 1 in save_steps and on_save:
             on_save(step + 1)
-        if state_path and save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
-                     "teacher": teacher_model.state_dict() if teacher_model is not None else None,
-                     "rng": rng.getstate(), "order": order, "history": history, "step": step + 1}
-            tmp = f"{state_path}.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, state_path)
+        if resume.due(step + 1, cfg.steps):
+            resume.save(step + 1, model, optimizer, sched, rng, history, order=order,
+                        teacher=teacher_model.state_dict() if teacher_model is not None else None)
         if progress and hasattr(steps, "set_postfix"):
             steps.set_postfix(acc=f"{metrics['accuracy']:.1f}", len=f"{metrics['response_length']:.0f}", refresh=False)
     return history

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlrt.backends.local.lm import Example
+from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rollout import left_pad, response_logits, sample, score_responses
 from rlrt.methods.losses import agg_loss, surrogate_tokens, token_logprobs
 from rlrt.methods.rlt_reward import kl_reward, rlt_advantages, rlt_reward, solution_reward, token_kl
@@ -223,8 +224,14 @@ def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: i
 
 
 def train_teacher(teacher, student, tok, rows: Sequence[dict], cfg: TeacherRLConfig,
-                  on_step: Callable[[dict], None] | None = None) -> list[dict[str, float]]:
-    """``cfg.steps`` teacher GRPO steps over question batches drawn without replacement from a seeded shuffle."""
+                  on_step: Callable[[dict], None] | None = None,
+                  resume: Resumable | None = None) -> list[dict[str, float]]:
+    """``cfg.steps`` teacher GRPO steps over question batches drawn without replacement from a seeded shuffle.
+
+    With ``resume``, the training state (teacher, optimizer, scheduler, question order, history) is saved every
+    ``resume.every`` steps and loaded at start if present; sampling seeds depend only on the step index, so a
+    resumed run gives the numbers of an uninterrupted one.
+    """
     from rlrt.progress import progress
 
     student.requires_grad_(False)
@@ -233,8 +240,11 @@ def train_teacher(teacher, student, tok, rows: Sequence[dict], cfg: TeacherRLCon
         opt, lambda s: 1.0 if cfg.warmup_steps <= 0 else min(1.0, (s + 1) / cfg.warmup_steps))
     rng = random.Random(cfg.seed)
     order: list[int] = []
-    history = []
-    bar = progress(range(cfg.steps), desc="rlt:teacher", unit="step")
+    resume = resume or Resumable()
+    start, history = resume.load(teacher, opt, sched, rng)
+    if start:
+        order = resume.extra["order"]
+    bar = progress(range(start, cfg.steps), desc="rlt:teacher", unit="step", initial=start, total=cfg.steps)
     for step in bar:
         if len(order) < cfg.question_batch:
             perm = list(range(len(rows)))
@@ -246,6 +256,8 @@ def train_teacher(teacher, student, tok, rows: Sequence[dict], cfg: TeacherRLCon
         history.append(m)
         if on_step:
             on_step(m)
+        if resume.due(step + 1, cfg.steps):
+            resume.save(step + 1, teacher, opt, sched, rng, history, order=order)
         bar.set_postfix(r=f"{m['reward_mean']:.3f}", ok=f"{m['format_ok']:.2f}", refresh=False)
     return history
 
