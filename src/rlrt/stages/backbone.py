@@ -63,17 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s: %s from %s, %d params", cfg["name"], cfg["mode"], args.parent or "scratch", n_params(model))
     rows = read_jsonl(args.data)
     fmt = cfg.get("format", "compact")
+    resume = Resumable.beside(args.out, cfg, cfg.get("resume_every"))
     history = train_lm(
         model, tok, make_batch_fn(tok, rows, fmt, loss_on_prompt=cfg["mode"] == "pretrain"),
         steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
         warmup_steps=int(cfg.get("warmup_steps", 10)), seed=int(cfg["seed"]), desc=f"{cfg['mode']}:{cfg['name']}",
-        resume=Resumable.beside(args.out, cfg, cfg.get("resume_every")),
+        resume=resume,
     )
     card = {"name": cfg["name"], "mode": cfg["mode"], "format": fmt, "kind": cfg.get("kind"),
             "n_params": n_params(model), "stand_in_for": cfg.get("stand_in_for", "")}
     save_checkpoint(model, tok, args.out, extra={"rlrt_backbone.json": json.dumps(card, indent=2)})
     write_json(args.metrics, {"card": card, "history": history})
-    Resumable.beside(args.out, cfg).clear()
+    resume.clear()
     from rlrt.tracking import log_run
 
     log_run(cfg.get("tracking"), f"{cfg['mode']}/{cfg['name']}",

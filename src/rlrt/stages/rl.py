@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
-from rlrt.backends.local.resume import Resumable, config_fingerprint
+from rlrt.backends.local.resume import Resumable
 from rlrt.io import write_json
 from rlrt.methods.registry import get_method
 from rlrt.stages.common import parse, parser
@@ -61,12 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(model, tok, partial / f"step_{k}", extra={"step": str(k)})
         log.info("saved intermediate checkpoint step_%d", k)
 
-    resume = Resumable(str(partial / "resume_state.pt"), int(cfg["rl"].get("resume_every") or 0),
-                       fingerprint=config_fingerprint({k: v for k, v in cfg.items() if k != "tracking"}))
+    resume = Resumable.for_stage(partial / "resume_state.pt", cfg, cfg["rl"].get("resume_every"))
     with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step,
-                               resume=resume,
-                               on_save=save_intermediate, save_steps=save_steps)
+                               resume=resume, on_save=save_intermediate, save_steps=save_steps)
         skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)
     k = max(1, len(history) // 5)

@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     sft = cfg["student_sft"]
     bs = int(sft["batch_size"])
     steps = int(sft["steps"])
+    resume = Resumable.beside(args.out, cfg, sft.get("resume_every"))
     history = train_lm(model, tok, lambda rng, b: rng.sample(examples, min(b, len(examples))), steps, bs,
                        float(sft["lr"]), warmup_steps=min(10, max(1, steps // 10)), seed=seed,
-                       desc=f"rlt:sft-{cfg['data']}", resume=Resumable.beside(args.out, cfg, sft.get("resume_every")))
+                       desc=f"rlt:sft-{cfg['data']}", resume=resume)
     save_checkpoint(model, tok, args.out)
     summary = {"data": cfg["data"], "examples": len(examples), "steps": steps, "epochs": steps * bs / len(examples),
                "final_loss": history[-1]["loss"]}
     write_json(args.metrics, {"summary": summary, "history": history})
-    Resumable.beside(args.out, cfg).clear()
+    resume.clear()
     log.info("student SFT: %s", summary)
     from rlrt.tracking import log_run
 

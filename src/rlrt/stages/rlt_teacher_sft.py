@@ -31,15 +31,16 @@ def main(argv: list[str] | None = None) -> None:
     examples = [teacher_example(tok, r["question"], r["solution"], r["explanation"]) for r in read_jsonl(args.data)]
     sft = cfg["teacher_sft"]
     steps = int(sft["steps"])
+    resume = Resumable.beside(args.out, cfg, sft.get("resume_every"))
     history = train_lm(model, tok, lambda rng, b: rng.sample(examples, min(b, len(examples))), steps,
                        int(sft["batch_size"]), float(sft["lr"]), warmup_steps=min(10, steps // 10),
                        seed=int(cfg["seed"]), desc="rlt:teacher-sft",
-                       resume=Resumable.beside(args.out, cfg, sft.get("resume_every")))
+                       resume=resume)
     save_checkpoint(model, tok, args.out)
     summary = {"examples": len(examples), "epochs": steps * int(sft["batch_size"]) / len(examples),
                "final_loss": history[-1]["loss"]}
     write_json(args.metrics, {"summary": summary, "history": history})
-    Resumable.beside(args.out, cfg).clear()
+    resume.clear()
     log.info("teacher SFT: %s", summary)
     from rlrt.tracking import log_run
 

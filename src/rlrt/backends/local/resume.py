@@ -2,7 +2,7 @@
 
 A loop saves everything its next step depends on -- model, optimizer and scheduler state, the Python RNG that
 draws its batches, the torch RNG, the metrics so far and the number of finished steps -- atomically (temp file,
-then rename) every ``save_every`` steps. Rerun after a crash or a kill, the loop loads it and continues with the
+then rename) every ``every`` steps. Rerun after a crash or a kill, the loop loads it and continues with the
 same numbers it would have produced uninterrupted; sampling seeds in the RL loops depend only on the step index.
 
 ``fingerprint`` (any string, e.g. a hash of the stage's config) guards against resuming from a state written
@@ -40,11 +40,15 @@ class Resumable:
     extra: dict[str, Any] = field(default_factory=dict)  # filled by ``load`` with the loop's own extra state
 
     @classmethod
-    def beside(cls, out: str, cfg: dict, every: int | None = 0) -> "Resumable":
-        """The state of the stage writing ``out``, at ``<out>.resume_state.pt`` (outside the declared outputs, so
-        it survives a failed job), fingerprinted by the stage's config (its ``tracking`` block excepted)."""
-        return cls(f"{str(out).rstrip('/')}.resume_state.pt", int(every or 0),
+    def for_stage(cls, path: str, cfg: dict, every: int | None = 0) -> "Resumable":
+        """A stage's state at ``path``, fingerprinted by the stage's config (its ``tracking`` block excepted)."""
+        return cls(str(path), int(every or 0),
                    fingerprint=config_fingerprint({k: v for k, v in cfg.items() if k != "tracking"}))
+
+    @classmethod
+    def beside(cls, out: str, cfg: dict, every: int | None = 0) -> "Resumable":
+        """``for_stage`` at ``<out>.resume_state.pt``: outside the declared outputs, so it survives a failed job."""
+        return cls.for_stage(f"{str(out).rstrip('/')}.resume_state.pt", cfg, every)
 
     def due(self, finished: int, total: int) -> bool:
         """Save after ``finished`` steps? Never after the last one: the caller writes the final outputs then."""
