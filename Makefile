@@ -9,6 +9,9 @@ SNAKEMAKE_ARGS ?=
 
 .PHONY: run test setup dryrun report bench clean
 
+# Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
+run dryrun report test bench: export PATH := $(abspath $(BIN)):$(PATH)
+
 # torch first, pinned to the CPU build served here; then the package with its pinned deps.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,9 +32,11 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rlrt-bench-"))
     if (work / "results").exists():
         shutil.rmtree(work / "results")
+    # Rules run `python` from PATH (the job's environment): this interpreter's bin/ first, as `make` does.
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                    str(work), "--configfile", args.config, "--cores", "2"], check=True)
+                    str(work), "--configfile", args.config, "--cores", "2"], check=True, env=env)
     wall = time.perf_counter() - t0
     per_stage: dict[str, float] = defaultdict(float)
     for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):

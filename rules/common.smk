@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import sys
 
 from rlrt.config import ConfigError, parse_run_id, planned_runs, run_config, sweep_runs, validate
 
@@ -12,7 +11,9 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 
 R = config["results"]
-PYTHON = sys.executable
+# The interpreter of the job's environment: `python` on PATH -- the conda env under `--sdm conda`, else the one
+# the caller puts first on PATH (`make` and the tests put the venv's bin/ there), never the driver's own path.
+PYTHON = "python"
 BACKBONES = list(config["backbones"])
 METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
 RUNS = planned_runs(config)  # backbone -> every RL run there (methods.run + extra runs + sweep points)
@@ -25,6 +26,9 @@ if config["tracking"]["enabled"]:
         **config["tracking"],
     }
 ENV = "../envs/rlrt.yaml"
+# envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,
+# so a path relative to it would miss the repository; conda's pip expands the variable from this environment.
+os.environ["RLRT_ROOT"] = str(workflow.basedir)
 
 
 def _alternatives(names):
@@ -34,7 +38,6 @@ def _alternatives(names):
 wildcard_constraints:
     backbone=_alternatives(BACKBONES),
     run=_alternatives(["base"] + [r for rs in RUNS.values() for r in rs]),
-    method=_alternatives(["base"] + [r for rs in RUNS.values() for r in rs]),
     split="[a-z][a-z0-9_]*",
 
 

@@ -24,6 +24,13 @@ rule evaluate:
         "--data {input.data} --out {output} > {log} 2>&1"
 
 
+def fig8_ks():
+    """The pass@k values the Fig 8 evaluation reports (its figure draws every k = 1..n from the correct counts):
+    experiments.fig8.ks when configured, else the powers of two up to n."""
+    f8 = EXP["fig8"]
+    return list(f8["ks"]) if f8.get("ks") else [2**i for i in range(f8["n"].bit_length())]
+
+
 rule evaluate_passk:
     """Fig 8: n samples per test problem (paper: 256) for pass@k, k = 1..n, with the unbiased estimator."""
     input:
@@ -34,7 +41,7 @@ rule evaluate_passk:
         f"{R}/eval_passk/{{backbone}}/{{run}}.json",
     params:
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run, n=EXP["fig8"]["n"],
-                                       ks=[2**i for i in range(EXP["fig8"]["n"].bit_length())],
+                                       ks=fig8_ks(),
                                        max_problems=EXP["fig8"].get("max_problems"), stage="eval_passk")),
     threads: 1
     resources:

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def snakemake(workdir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(ROOT / "config" / "ci.yaml"), "--cores", "2", *extra]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # Rules run `python` from PATH (the job's environment): this interpreter's bin/ first, as `make` does.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": path}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if check and proc.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "results" / "logs").rglob("*.log")))

@@ -2,7 +2,8 @@ import random
 
 import pytest
 
-from rlrt.tasks.grading import Grader, extract_boxed, grade
+from rlrt.tasks.answers import extract_boxed
+from rlrt.tasks.grading import Grader, grade
 
 
 @pytest.mark.parametrize("text,expected", [

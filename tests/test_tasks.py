@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from rlrt.tasks.arithmetic import (
-    generate_splits, make_problem, read_jsonl, scratchpad_solution, solution_text, write_jsonl,
-)
-from rlrt.tasks.grading import extract_boxed, grade
+from rlrt.io import read_jsonl, write_jsonl
+from rlrt.tasks.arithmetic import generate_splits, make_problem, scratchpad_solution, solution_text
+from rlrt.tasks.answers import extract_boxed
+from rlrt.tasks.grading import grade
 from rlrt.tasks.prompts import INSTRUCTION, strip_think, user_message
 
 SPECS = {

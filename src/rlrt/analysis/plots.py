@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from rlrt.labels import run_color, run_label  # one naming and colouring of runs for every figure and table
+
 EXPLORE_COLOR = "#1b9e4b"  # green: D̂ > 0 (student over teacher)
 EXPLOIT_COLOR = "#d6287d"  # pink: D̂ < 0 (teacher over student)
-RUN_COLORS = {"grpo": "#4c72b0", "rlsd": "#dd8452", "rlrt": "#c44e52", "sdpo": "#8172b3", "srpo": "#937860",
-              "grpo_eb": "#da8bc3", "diver": "#8c8c8c", "rlrt_all": "#ccb974", "base": "#555555"}
 POSITION_MARKERS = {"max_kl": "s", "random": "o", "min_kl": "^"}
 
 
@@ -27,17 +27,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def run_color(run: str) -> str:
-    method = run.split("@", 1)[0]
-    return RUN_COLORS.get(method, "#333333")
-
-
-def run_label(run: str) -> str:
-    """``RLRT``, or ``RLSD@eps_w=1.0`` for a sweep point (the setting keeps its case)."""
-    method, _, setting = run.partition("@")
-    return method.upper() + (f"@{setting}" if setting else "")
 
 
 def run_styles(runs) -> dict[str, str]:

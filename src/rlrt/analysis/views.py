@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from rlrt.backends.local.rollout import Rollouts, left_pad, response_mask_from_ids, sample
-from rlrt.tasks.prompts import chat_prompt, strip_think, user_message
-from rlrt.teacher import teacher_user_message
+from rlrt.tasks.prompts import chat_prompt, user_message
+from rlrt.teacher import build_contexts, teacher_user_message
 
 StatFn = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 
@@ -61,17 +61,21 @@ def sample_groups(model, tok, rows: Sequence[dict], n: int, max_new_tokens: int,
 def teacher_context(groups: Groups, g: int, i: int, kind: str = "sibling") -> tuple[str, str]:
     """The privileged context ``c`` for rollout (g, i) and the template kind it goes in.
 
-    ``sibling`` (RLRT's teacher): the first *other* correct rollout of the same problem, thinking stripped; when
-    there is none, the dataset's reference solution (``reference`` template). ``reference``: always the dataset
-    solution. Returns ``(context, kind_used)``.
+    The choice is the training teacher's (:func:`rlrt.teacher.build_contexts`): ``sibling`` (RLRT's teacher) is
+    the first *other* correct rollout of the same problem, thinking stripped. Where training gives no context
+    (no other correct rollout: the update then leaves the sample unweighted), an analysis still needs a teacher
+    view to compare, so this falls back to the dataset's reference solution in the ``reference`` template -- the
+    context :func:`rlrt.teacher.build_contexts` gives for ``reference`` (RLSD's teacher). ``reference``: always
+    that solution. Returns ``(context, kind_used)``.
     """
-    if kind == "sibling":
-        for j in range(groups.n):
-            if j != i and groups.correct[g, j]:
-                return strip_think(groups.text(g, j)), "sibling"
-    elif kind != "reference":
+    if kind not in ("sibling", "reference"):
         raise ValueError(f"unknown teacher context kind {kind!r}; expected sibling or reference")
-    return strip_think(groups.rows[g]["solution"]), "reference"
+    if kind == "sibling":
+        texts = [[groups.text(g, j) for j in range(groups.n)]]
+        context = build_contexts("sibling", groups.correct[g: g + 1].tolist(), texts)[0][i]
+        if context is not None:
+            return context, "sibling"
+    return build_contexts("reference", [[0.0]], [[""]], [groups.rows[g]["solution"]])[0][0], "reference"
 
 
 def teacher_prompt(tok, question: str, context: str, kind: str) -> list[int]:

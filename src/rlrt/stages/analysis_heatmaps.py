@@ -22,9 +22,8 @@ from rlrt.analysis import plots
 from rlrt.analysis.divergence import explore_exploit_candidates, log_probs, position_asymmetry
 from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt, teacher_context, teacher_prompt
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, write_json, write_text
+from rlrt.io import atomic_path, read_jsonl, write_json, write_text
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import Grader
 
 log = logging.getLogger("rlrt.analysis.heatmaps")

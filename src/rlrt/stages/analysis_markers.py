@@ -25,9 +25,8 @@ from rlrt.analysis.divergence import extreme_tokens
 from rlrt.analysis.markers import markers_markdown, score_tokens, stop_words, text_words
 from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt, teacher_context, teacher_prompt
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, write_json, write_text
+from rlrt.io import atomic_path, read_jsonl, write_json, write_text
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import Grader
 from rlrt.tasks.prompts import user_message
 from rlrt.teacher import REFERENCE_TEMPLATE, SIBLING_TEMPLATE

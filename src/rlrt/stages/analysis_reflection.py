@@ -28,10 +28,9 @@ from rlrt.analysis.injection import POSITIONS, bin_problem, choose_positions, fl
 from rlrt.analysis.views import (generate_from_ids, pair_position_stats, sample_groups, student_prompt,
                                  teacher_context, teacher_prompt)
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, write_json
+from rlrt.io import atomic_path, read_jsonl, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import Grader
 
 log = logging.getLogger("rlrt.analysis.reflection")

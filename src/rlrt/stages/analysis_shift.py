@@ -19,10 +19,9 @@ from rlrt.analysis import plots
 from rlrt.analysis.shift import ccdf, overlap_curve, position_stats, tail_fractions
 from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, write_json
+from rlrt.io import atomic_path, read_jsonl, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import Grader
 
 log = logging.getLogger("rlrt.analysis.shift")

@@ -18,9 +18,9 @@ import random
 from rlrt.backends.local.lm import chat_example, train_lm
 from rlrt.backends.local.model import build_model, load_checkpoint, n_params, save_checkpoint, seed_everything
 from rlrt.backends.local.resume import Resumable
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text, verify_solution
+from rlrt.tasks.arithmetic import scratchpad_solution, solution_text, verify_solution
 from rlrt.tasks.prompts import user_message
 
 log = logging.getLogger("rlrt.backbone")

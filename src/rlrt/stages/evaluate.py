@@ -15,10 +15,9 @@ import numpy as np
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rollout import sample
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import make_grader
 from rlrt.tasks.prompts import chat_prompt, user_message
 

@@ -24,11 +24,10 @@ from rlrt.io import atomic_path, read_json  # noqa: E402
 from rlrt.io import write_json  # noqa: E402
 from rlrt.metrics import pass_at_k, pearson_r  # noqa: E402
 from rlrt.stages.common import parse, parser  # noqa: E402
-from rlrt.stages.tables import rlt_label, run_label  # noqa: E402
+from rlrt.labels import run_color, run_label  # noqa: E402
+from rlrt.stages.tables import rlt_label  # noqa: E402
 
 log = logging.getLogger("rlrt.figures")
-COLORS = {"grpo": "tab:blue", "rlsd": "tab:orange", "rlrt": "tab:red", "sdpo": "tab:green", "srpo": "tab:purple",
-          "grpo_eb": "tab:cyan", "diver": "tab:olive", "diver@variant=bleu": "tab:brown", "rlrt_all": "tab:gray"}
 
 
 def run_key(r: dict) -> tuple[str, str]:
@@ -71,7 +70,7 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
             r = by_key.get((b, m))
             if r is None:
                 continue
-            curve(ax, r, metric, run_label(m), COLORS.get(m))
+            curve(ax, r, metric, run_label(m), run_color(m))
         ax.set_title(b)
         ax.set_xlabel("training step")
         ax.set_ylabel("training reward")
@@ -95,7 +94,7 @@ def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> Non
             n = int(e["n"])
             ks = np.arange(1, n + 1)
             ax.plot(ks, passk_curve(e["splits"][split]["correct_counts"], n), lw=2.4 - 0.3 * i,
-                    ls=["-", "--", "-.", ":"][i % 4], color=COLORS.get(run), label=run_label(run))
+                    ls=["-", "--", "-.", ":"][i % 4], color=run_color(run), label=run_label(run))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k")
         ax.set_ylabel("pass@k (%)")
@@ -118,7 +117,7 @@ def fig9(runs: list[dict], gate: dict, eps: list[dict], out: str) -> None:
                                           ("entropy", "actor entropy")]):
         ax = fig.add_subplot(gs[0, i * span:(i + 1) * span])
         for run in gate["runs"]:
-            curve(ax, by_key[(gate["backbone"], run)], metric, run_label(run), COLORS.get(run))
+            curve(ax, by_key[(gate["backbone"], run)], metric, run_label(run), run_color(run))
         ax.set_title(f"(a) {ylabel}, {gate['backbone']}")
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from rlrt.io import write_jsonl
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import generate_splits, write_jsonl
+from rlrt.tasks.arithmetic import generate_splits
 
 log = logging.getLogger("rlrt.prepare_data")
 

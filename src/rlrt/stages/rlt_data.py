@@ -14,9 +14,10 @@ import logging
 import random
 from pathlib import Path
 
+from rlrt.io import read_jsonl, write_jsonl
 from rlrt.stages.common import parse, parser
 from rlrt.tasks import countdown
-from rlrt.tasks.arithmetic import read_jsonl, reference_explanation, write_jsonl
+from rlrt.tasks.arithmetic import reference_explanation
 
 log = logging.getLogger("rlrt.rlt_data")
 

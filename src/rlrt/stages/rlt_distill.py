@@ -13,9 +13,8 @@ import logging
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rlt import write_explanations
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json, write_jsonl
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, write_jsonl
 from rlrt.tasks.rlt_format import raw_explanation, student_text
 
 log = logging.getLogger("rlrt.rlt_distill")

@@ -15,9 +15,8 @@ from rlrt.backends.local.lm import train_lm
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
 from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rlt import student_example
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 
 log = logging.getLogger("rlrt.rlt_student_sft")
 

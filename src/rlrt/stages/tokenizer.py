@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import random
 
-from rlrt.io import atomic_dir
+from rlrt.io import atomic_dir, read_jsonl
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, scratchpad_solution, solution_text, verify_solution
+from rlrt.tasks.arithmetic import scratchpad_solution, solution_text, verify_solution
 from rlrt.tasks.prompts import user_message
 from rlrt.tasks.tokenizer import train_tokenizer
 from rlrt.teacher import REFERENCE_TEMPLATE, SIBLING_TEMPLATE

@@ -6,12 +6,8 @@ solutions; exploration during RL is therefore meaningful.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -20,8 +16,6 @@ __all__ = [
     "solution_text",
     "scratchpad_solution",
     "generate_splits",
-    "write_jsonl",
-    "read_jsonl",
 ]
 
 
@@ -194,38 +188,3 @@ def generate_splits(seed: int, specs: dict[str, dict[str, int]],
         out[name] = rows
     return {name: out[name] for name in specs}
 
-
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Write rows atomically: temp file in the same directory, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line: {e}") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows

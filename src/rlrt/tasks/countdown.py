@@ -14,7 +14,7 @@ import json
 import random
 from fractions import Fraction
 
-from rlrt.tasks.grading import extract_boxed
+from rlrt.tasks.answers import extract_boxed
 
 OPS = "+-*/"
 

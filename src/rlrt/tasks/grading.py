@@ -1,4 +1,4 @@
-"""Answer extraction and grading (synthetic task and math benchmarks).
+"""Grading (synthetic task and math benchmarks); the boxed-answer extraction is ``rlrt.tasks.answers``.
 
 ``grade`` never raises: any failure counts as a wrong answer (0.0).
 math-verify enforces its timeouts with ``signal.alarm``, which only works in a
@@ -14,38 +14,14 @@ import re
 import threading
 from decimal import Decimal
 
-__all__ = ["extract_boxed", "grade", "Grader", "CountdownGrader", "make_grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
+from rlrt.tasks import countdown
+from rlrt.tasks.answers import extract_boxed
+
+__all__ = ["grade", "Grader", "CountdownGrader", "make_grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
-_MARKERS = ("\\boxed", "\\fbox")
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the LAST ``\\boxed{...}`` (or ``\\fbox{...}``), with balanced
-    nested braces. None if absent or if the last one is unbalanced."""
-    if not isinstance(text, str):
-        return None
-    start = -1
-    marker_len = 0
-    for m in _MARKERS:
-        i = text.rfind(m + "{")
-        if i > start:
-            start, marker_len = i, len(m)
-    if start < 0:
-        return None
-    i = start + marker_len  # at "{"
-    depth = 0
-    for j in range(i, len(text)):
-        c = text[j]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
-    return None
 
 
 def _timeouts() -> tuple[int | None, int | None]:
@@ -191,8 +167,6 @@ class CountdownGrader:
         self.n_graded = self.n_unparseable = self.n_errors = 0
 
     def grade_batch(self, responses: list[str], answers: list[str]) -> list[float]:
-        from rlrt.tasks import countdown
-
         self.n_graded += len(responses)
         self.n_unparseable += sum(extract_boxed(r) is None for r in responses)
         return countdown.grade_batch(responses, answers)
