@@ -10,9 +10,9 @@ from conftest import ROOT, snakemake
 
 @pytest.mark.slow
 def test_table1_has_a_number_in_every_cell(dag_run):
-    import yaml
+    from rlrt.config import load_overlay
 
-    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    cfg = load_overlay(ROOT / "config" / "ci.yaml")
     n = cfg["eval"]["n"]
     df = pd.read_csv(dag_run / "results" / "tables" / "table1.csv")
     value_cols = [c for c in df.columns if c.endswith(f"Avg@{n}") or c.endswith(f"Pass@{n}")]
@@ -52,9 +52,9 @@ def test_outputs_figure_metrics_and_mlflow(dag_run):
     stages = {r.data.tags.get("stage") for r in runs}
     assert {"pretrain", "sft", "rl", "eval"} <= stages
     rl_runs = [r for r in runs if r.data.tags.get("stage") == "rl"]
-    from rlrt.config import load, planned_runs
+    from rlrt.config import load_overlay, planned_runs
 
-    planned = planned_runs(load(ROOT / "config" / "ci.yaml"))
+    planned = planned_runs(load_overlay(ROOT / "config" / "ci.yaml"))
     assert len(rl_runs) == sum(len(v) for v in planned.values())
     assert {r.data.tags["run"] for r in rl_runs} >= {"rlrt@eps_w=0.5", "diver@variant=bleu", "rlsd@context=sibling"}
     assert all({"method", "backbone", "seed"} <= set(r.data.tags) for r in rl_runs)
@@ -66,10 +66,10 @@ def test_outputs_figure_metrics_and_mlflow(dag_run):
 def test_every_registered_method_trains_and_lands_in_the_tables(dag_run):
     import json
 
-    from rlrt.config import load, parse_run_id, planned_runs
+    from rlrt.config import load_overlay, parse_run_id, planned_runs
     from rlrt.methods.registry import METHODS
 
-    cfg = load(ROOT / "config" / "ci.yaml")
+    cfg = load_overlay(ROOT / "config" / "ci.yaml")
     planned = planned_runs(cfg)
     trained = {parse_run_id(r)[0] for rs in planned.values() for r in rs}
     assert trained == set(METHODS), set(METHODS) - trained

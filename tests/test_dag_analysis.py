@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import ROOT
+from rlrt.config import load_overlay
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def acfg():
-    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    cfg = load_overlay(ROOT / "config" / "ci.yaml")
     return cfg, cfg["analysis"]
 
 

@@ -12,9 +12,9 @@ from conftest import ROOT
 
 
 def _cfg():
-    import yaml
+    from rlrt.config import load_overlay
 
-    return yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    return load_overlay(ROOT / "config" / "ci.yaml")
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_rlt_figures_and_reward_rank_json(dag_run):
 
 @pytest.mark.slow
 def test_distillation_data_is_the_teachers_raw_text(dag_run):
-    from rlrt.tasks.arithmetic import read_jsonl
+    from rlrt.io import read_jsonl
     from rlrt.tasks.rlt_format import student_text
 
     cfg = _cfg()

@@ -40,14 +40,15 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             raise ConfigError(f"config key {_key(path + extra[:1])!r}: unknown key (misspelled?); "
                               f"allowed here: {sorted(err.schema.get('properties', {}))}")
-        if err.validator == "required":
-            raise ConfigError(f"config key {_key(path)!r}: {err.message}")
-        raise ConfigError(f"config key {_key(path)!r}: {err.message}")
+        raise ConfigError(f"config key {_key(path)!r}: {err.message}")  # required, enum, minimum, type, ...
     _cross_checks(cfg)
     return cfg
 
 
 def _cross_checks(cfg: dict[str, Any]) -> None:
+    if cfg["backend"] != "local":  # the schema names verl (paper scale) ahead of its engine: refuse, don't fall back
+        raise ConfigError(f"config key 'backend': {cfg['backend']!r} is not implemented yet (only 'local' runs); "
+                          f"set backend: local")
     splits = cfg["data"]["splits"]
     for name in cfg["data"]["test_splits"]:
         if name not in splits:
@@ -81,10 +82,13 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
             if b not in backbones:
                 raise ConfigError(f"config key 'experiments.sweeps[{i}].backbones': unknown backbone {b!r}")
         from rlrt.methods.registry import get_method
+        from rlrt.methods.settings import field_names
 
-        if sw["key"] not in get_method(sw["method"]).defaults and sw["key"] != "context":
+        if sw["key"] not in field_names(get_method(sw["method"]).settings):
             raise ConfigError(f"config key 'experiments.sweeps[{i}].key': {sw['key']!r} is not a setting of "
-                              f"method {sw['method']!r}")
+                              f"method {sw['method']!r} (its settings: "
+                              f"{field_names(get_method(sw['method']).settings)})")
+    _method_checks(cfg)
     runs = planned_runs(cfg)
     for name in ("table3", "fig8", "gate_ablation"):
         block = exp.get(name)
@@ -102,6 +106,27 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
     _analysis_checks(cfg)
     _rlt_checks(cfg)
+
+
+def _method_checks(cfg: dict[str, Any]) -> None:
+    """Every key of ``methods.<m>`` and ``method_overrides.<kind>.<m>`` is a field of that method's settings class
+    (``rlrt.methods.settings``): a key another method has, or a typo, stops here with its full name."""
+    from rlrt.methods.registry import get_method
+    from rlrt.methods.settings import field_names
+
+    blocks = [(f"methods.{m}", m, v) for m, v in cfg["methods"].items() if m != "run"]
+    for kind, per in (cfg.get("method_overrides") or {}).items():
+        blocks += [(f"method_overrides.{kind}.{m}", m, v) for m, v in (per or {}).items()]
+    for where, method, values in blocks:
+        allowed = field_names(get_method(method).settings)
+        for key in values or {}:
+            if key not in allowed:
+                raise ConfigError(f"config key '{where}.{key}': not a setting of method {method!r}; its settings: "
+                                  f"{allowed}")
+        try:
+            get_method(method).make_settings(values, where)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"config key {e.args[0]}") from None
 
 
 def _rlt_checks(cfg: dict[str, Any]) -> None:
@@ -205,7 +230,7 @@ def parse_run_id(run: str) -> tuple[str, dict[str, Any]]:
 
 
 def run_config(cfg: dict[str, Any], backbone: str, run: str) -> dict[str, Any]:
-    """Settings of ``run`` on ``backbone``: :func:`method_config` with the run's override applied."""
+    """Settings of ``run`` on ``backbone`` as a dict: :func:`method_config` with the run's override applied."""
     method, override = parse_run_id(run)
     out = method_config(cfg, backbone, method)
     out.update(override)
@@ -216,10 +241,6 @@ def sweep_runs(cfg: dict[str, Any], sweep: dict[str, Any], backbone: str) -> lis
     """The run ids of one sweep on ``backbone``, in value order. A value equal to the method's configured setting
     maps to the plain method run (no duplicate job)."""
     configured = method_config(cfg, backbone, sweep["method"])
-    if sweep["key"] == "context":
-        from rlrt.methods.registry import get_method
-
-        configured.setdefault("context", get_method(sweep["method"]).context)
     out = []
     for v in sweep["values"]:
         same = configured.get(sweep["key"]) == v
@@ -240,19 +261,74 @@ def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
     return {b: list(dict.fromkeys(r)) for b, r in runs.items()}
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    cfg = yaml.safe_load(Path(path).read_text())
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+
+
+def merge_configs(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` deep-merged over ``base``, as Snakemake merges a ``--configfile`` over the Snakefile's
+    ``configfile:`` (``snakemake.utils.update_config``): where both values are mappings they are merged key by key,
+    recursively; any other overlay value (scalar, list, null) replaces the base value whole; keys only in the overlay
+    are added. Nothing can be removed. Returns a new dict; neither argument is modified.
+
+    One corner follows Snakemake too: an empty mapping ``{}`` over a non-mapping value leaves that value as it is.
+    """
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict):
+            old = out.get(key, {})
+            if isinstance(old, dict):
+                out[key] = merge_configs(old, value)
+            elif value:  # a mapping over a scalar/list replaces it; {} over one keeps it (as Snakemake does)
+                out[key] = merge_configs({}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: the config must be a mapping")
+    return cfg
+
+
+def load(*paths: str | Path) -> dict[str, Any]:
+    """The first file, then each further file deep-merged over it (:func:`merge_configs`, Snakemake's rule for
+    later ``--configfile``s), validated as a whole. ``load("config/config.yaml", "config/ci.yaml")`` is the config
+    ``snakemake --configfile config/ci.yaml`` runs with. A missing or unreadable file raises ``ConfigError``."""
+    if not paths:
+        raise ConfigError("load: no config file given")
+    cfg = _read_config(paths[0])
+    for path in paths[1:]:
+        cfg = merge_configs(cfg, _read_config(path))
     return validate(cfg)
 
 
+def load_overlay(path: str | Path) -> dict[str, Any]:
+    """``path`` as the workflow runs it (``snakemake --configfile <path>``): merged over ``config/config.yaml``.
+    ``config/config.yaml`` itself is loaded alone."""
+    if Path(path).resolve() == BASE_CONFIG:
+        return load(BASE_CONFIG)
+    return load(BASE_CONFIG, path)
+
+
 def method_config(cfg: dict[str, Any], backbone: str, method: str) -> dict[str, Any]:
-    """Registry defaults <- ``methods.<method>`` <- ``method_overrides.<kind>.<method>`` for this backbone."""
+    """Every setting of ``method`` on ``backbone`` as a dict: its settings class's defaults (Table 5) <-
+    ``methods.<method>`` <- ``method_overrides.<kind>.<method>``. Rules pass it to the stage, which rebuilds the
+    typed object with ``get_method(method).make_settings``."""
     from rlrt.methods.registry import get_method
+    from rlrt.methods.settings import as_dict
 
     kind = cfg["backbones"][backbone]["kind"]
-    out = copy.deepcopy(get_method(method).defaults)
-    out.update(cfg["methods"].get(method) or {})
-    out.update(((cfg.get("method_overrides") or {}).get(kind) or {}).get(method) or {})
-    return out
+    values = dict(cfg["methods"].get(method) or {})
+    values.update(((cfg.get("method_overrides") or {}).get(kind) or {}).get(method) or {})
+    try:
+        return as_dict(get_method(method).make_settings(values))
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"config key {e.args[0]}") from None
