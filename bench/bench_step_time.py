@@ -20,7 +20,7 @@ import torch
 
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import build_model, load_checkpoint, set_threads
-from rlrt.config import load, method_config
+from rlrt.config import load_overlay, method_config
 from rlrt.methods.registry import get_method
 from rlrt.tasks.arithmetic import generate_splits
 from rlrt.tasks.grading import Grader
@@ -30,13 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
+    p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"),
+                   help="config.yaml, or an overlay such as config/ci.yaml (merged over config.yaml)")
     p.add_argument("--checkpoint", default=str(ROOT / "results" / "checkpoints" / "S-base"))
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "step_time.json"))
     args = p.parse_args()
     set_threads(1)
-    cfg = load(args.config)
+    cfg = load_overlay(args.config)
     if Path(args.checkpoint).exists():
         model, tok = load_checkpoint(args.checkpoint)
         source = args.checkpoint
@@ -63,7 +64,7 @@ def main() -> None:
                 spec = get_method(method)
                 opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
                 t0 = time.perf_counter()
-                m = engine.rl_step(model, tok, opt, spec, method_config(cfg, "S-base", method), rl_cfg, batch, step,
+                m = engine.rl_step(model, tok, opt, spec, spec.make_settings(method_config(cfg, "S-base", method)), rl_cfg, batch, step,
                                    grader.grade_batch)
                 if step:
                     times[method].append(time.perf_counter() - t0)

@@ -71,7 +71,9 @@ rule table3:
 rule table4:
     """The unified view of every method, generated from the method registry (reruns when the code changes)."""
     input:
-        registry=os.path.join(workflow.basedir, "src", "rlrt", "methods", "registry.py"),
+        # the registry and every module whose functions and settings its rows are read off
+        methods=[os.path.join(workflow.basedir, "src", "rlrt", "methods", f"{m}.py")
+                 for m in ("registry", "settings", "objectives", "weights", "advantages", "diversity")],
     output:
         csv=report(f"{R}/tables/table4.csv", caption="../workflow/report/table4.rst", category="Tables"),
         md=f"{R}/tables/table4.md",

@@ -5,14 +5,17 @@
 # reference_small, countdown, rank<r>), grpo-<init> (cold-start GRPO on the main task from init) and
 # cdgrpo-<init> (GRPO directly on countdown).
 
+from rlrt.rlt_models import rlt_models
+
 RLT = config.get("rlt")
 
 if RLT:
     RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies
-    RLT_TABLE1 = ["base", "sft-rlt", "sft-reference", "sft-rlt_small", "sft-reference_small"]
-    RLT_TABLE2 = ["base", "grpo-base", "sft-rlt", "grpo-sft-rlt", "sft-reference", "grpo-sft-reference"]
-    RLT_COUNTDOWN = ["base", "sft-reference", "sft-rlt", "cdgrpo-base", "cdgrpo-sft-reference", "sft-countdown"]
-    RLT_RANKS = [f"sft-rank{r}" for r in range(1, RLT["reward_rank"]["ranks"] + 1)]
+    RLT_MODELS = rlt_models(RLT)  # the models of each RLT table / figure (shared with rlrt.stages.tables)
+    RLT_TABLE1 = RLT_MODELS["table1"]
+    RLT_TABLE2 = RLT_MODELS["table2"]
+    RLT_COUNTDOWN = RLT_MODELS["countdown"]
+    RLT_RANKS = RLT_MODELS["reward_rank"]
 
     def rlt_model(student, model):
         return checkpoint_dir(student) if model == "base" else f"{R}/rlt/students/{student}/{model}/model"
@@ -151,7 +154,8 @@ if RLT:
         params:
             cfg=as_json(rlt_slice("reward_rank", "reward_student", temperature=RLT["distill"]["temperature"],
                                   max_new_tokens=RLT["teacher_rl"]["max_new_tokens"],
-                                  alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"])),
+                                  alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"],
+                                  reward_temperature=RLT["teacher_rl"]["temperature"])),
             out_dir=f"{R}/rlt/traces/rank",
         threads: 1
         log:

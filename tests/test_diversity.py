@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from rlrt.methods.diversity import (
     bleu_diversity_bonus, cosine_decay, diversity_bonus, equation_diversity_bonus, extract_equations,
     novel_equation_fraction, self_bleu_diversity,
 )
+from rlrt.methods.settings import DIVERSettings
 
 
 def test_extract_equations():
@@ -64,4 +66,4 @@ def test_bleu_bonus_only_all_correct_groups_and_early_steps():
     assert np.all(bleu_diversity_bonus(texts, [1, 0], 0, scale=0.5, bleu_steps=3) == 0)
     assert np.all(bleu_diversity_bonus(texts, [1, 1], 3, scale=0.5, bleu_steps=3) == 0)
     with pytest.raises(ValueError):
-        diversity_bonus("nope", texts, [1, 1], 0, {})
+        diversity_bonus(texts, [1, 1], 0, replace(DIVERSettings(), variant="nope"))

@@ -46,7 +46,7 @@ def make_cfg(**kw):
 def test_one_step_per_method_logs_everything(tiny, method):
     model, tok = tiny
     spec = get_method(method)
-    mcfg = {**spec.defaults}
+    mcfg = spec.default_settings()
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     teacher = __import__("copy").deepcopy(model) if spec.needs_teacher_logits else None
@@ -65,7 +65,8 @@ def test_one_step_per_method_logs_everything(tiny, method):
         assert m["distill_frac"] == 0.5 and m["distill_loss"] > 0
     else:
         assert m["lambda"] == 0.5
-        assert 1.0 - 0.5 * spec.defaults["eps_w"] - 1e-6 <= m["weight_mean"] <= 1.0 + 0.5 * spec.defaults["eps_w"] + 1e-6
+        eps_w = spec.default_settings().eps_w
+        assert 1.0 - 0.5 * eps_w - 1e-6 <= m["weight_mean"] <= 1.0 + 0.5 * eps_w + 1e-6
     if method == "rlsd":
         assert m["context_frac"] == 1.0  # reference solution for every sample
     if method == "rlrt":
@@ -77,16 +78,18 @@ def test_rlrt_reweights_only_correct_rollouts(tiny, monkeypatch):
     model, tok = tiny
     spec = get_method("rlrt")
     seen = {}
-    real = engine.token_advantages
+    from rlrt.methods import shaping
+
+    real = shaping.token_advantages
 
     def spy(spec_, adv, mask, rewards, delta, has_ctx, lam, eps_w):
         tok_adv, w = real(spec_, adv, mask, rewards, delta, has_ctx, lam, eps_w)
         seen.update(adv=adv, mask=mask, rewards=rewards, tok_adv=tok_adv, delta=delta)
         return tok_adv, w
 
-    monkeypatch.setattr(engine, "token_advantages", spy)
+    monkeypatch.setattr(shaping, "token_advantages", spy)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    engine.rl_step(model, tok, opt, spec, {**spec.defaults}, make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
+    engine.rl_step(model, tok, opt, spec, spec.default_settings(), make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
     wrong = seen["rewards"] < 0.5
     m = seen["mask"].bool()
     expected_plain = (seen["adv"][:, None] * seen["mask"])[wrong]
@@ -106,7 +109,7 @@ def test_training_is_deterministic(tiny):
         m2 = build_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                           "num_attention_heads": 2, "num_key_value_heads": 1}, tok)
         m2.load_state_dict(sd)
-        hist = engine.train(m2, tok, ROWS, get_method("rlrt"), {**get_method("rlrt").defaults}, make_cfg(),
+        hist = engine.train(m2, tok, ROWS, get_method("rlrt"), get_method("rlrt").default_settings(), make_cfg(),
                             alternating, progress=False)
         runs.append(([h["loss"] for h in hist], [h["response_length"] for h in hist]))
     assert runs[0] == runs[1]
@@ -118,7 +121,7 @@ def test_sdpo_without_any_correct_sibling_does_not_update(tiny):
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     teacher = __import__("copy").deepcopy(model)
-    m = engine.rl_step(model, tok, opt, spec, dict(spec.defaults), make_cfg(), ROWS[:2], step=0,
+    m = engine.rl_step(model, tok, opt, spec, spec.default_settings(), make_cfg(), ROWS[:2], step=0,
                        grade_fn=lambda t, a: [0.0] * len(t), teacher_model=teacher)
     assert m["distill_frac"] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -131,7 +134,7 @@ def test_sdpo_teacher_is_frozen_unless_ema(tiny):
         teacher = __import__("copy").deepcopy(model)
         t0 = [p.detach().clone() for p in teacher.parameters()]
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        engine.rl_step(model, tok, opt, spec, {**spec.defaults, "ema_rate": rate}, make_cfg(), ROWS[:2], step=0,
+        engine.rl_step(model, tok, opt, spec, spec.make_settings({"ema_rate": rate}), make_cfg(), ROWS[:2], step=0,
                        grade_fn=alternating, teacher_model=teacher)
         moved = any(not torch.equal(a, b) for a, b in zip(t0, teacher.parameters()))
         assert moved == should_move
@@ -140,17 +143,20 @@ def test_sdpo_teacher_is_frozen_unless_ema(tiny):
 def test_diver_bonus_shapes_the_advantage(tiny, monkeypatch):
     model, tok = tiny
     seen = {}
-    real = engine.group_advantages
+    from dataclasses import replace
+
+    from rlrt.methods import shaping
+
+    real = shaping.group_advantages
 
     def spy(rewards, norm):
         seen["r"] = rewards.clone()
         return real(rewards, norm)
 
-    monkeypatch.setattr(engine, "group_advantages", spy)
-    monkeypatch.setattr(engine, "diversity_bonus", lambda v, texts, r, step, s: [0.25] * len(texts))
-    spec = get_method("diver")
+    monkeypatch.setattr(shaping, "group_advantages", spy)
+    spec = replace(get_method("diver"), reward_bonus=lambda texts, r, step, s: [0.25] * len(texts))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    m = engine.rl_step(model, tok, opt, spec, dict(spec.defaults), make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
+    m = engine.rl_step(model, tok, opt, spec, spec.default_settings(), make_cfg(), ROWS[:2], step=0, grade_fn=alternating)
     assert torch.allclose(seen["r"], torch.tensor([[1.25, 0.25, 1.25, 0.25]] * 2))
     assert m["diversity_bonus"] == pytest.approx(0.25) and m["reward_mean"] == 0.5
 
@@ -162,16 +168,16 @@ def test_resume_gives_the_same_numbers(tiny, tmp_path):
     spec = get_method("rlrt")
     cfg = make_cfg(steps=3)
     m_full = copy.deepcopy(model)
-    full = engine.train(m_full, tok, ROWS, spec, dict(spec.defaults), cfg, alternating, progress=False)
+    full = engine.train(m_full, tok, ROWS, spec, spec.default_settings(), cfg, alternating, progress=False)
     # interrupted after 2 steps (state saved every step), then resumed from a fresh copy of the initial model
     state = tmp_path / "state.pt"
     m_a = copy.deepcopy(model)
-    engine.train(m_a, tok, ROWS, spec, dict(spec.defaults), make_cfg(steps=2), alternating, progress=False,
+    engine.train(m_a, tok, ROWS, spec, spec.default_settings(), make_cfg(steps=2), alternating, progress=False,
                  resume=Resumable(str(state), 1))
     assert state.exists()
     saved = []
     m_b = copy.deepcopy(model)
-    resumed = engine.train(m_b, tok, ROWS, spec, dict(spec.defaults), cfg, alternating, progress=False,
+    resumed = engine.train(m_b, tok, ROWS, spec, spec.default_settings(), cfg, alternating, progress=False,
                            resume=Resumable(str(state), 1), on_save=saved.append, save_steps=[3])
     assert [h["step"] for h in resumed] == [0, 1, 2]
     assert [h["reward_mean"] for h in resumed] == [h["reward_mean"] for h in full]

@@ -3,6 +3,7 @@ batched reward equals a per-sample computation by hand, and a teacher step moves
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -120,11 +121,11 @@ def test_teacher_step_moves_toward_the_higher_reward(tok, monkeypatch):
     expl = [rlt.parse_explanation(c) for c in completions]
     # random models give r ~ -log(V) - 3 KL, far below -1: the failure penalty must be lower still (see config)
     reward = rlt.score_explanations(teacher, student, tok, [row["question"]] * 4, [row["solution"]] * 4, expl,
-                                    missing_tag_penalty=-100.0)["reward"]
+                                    temperature=0.7, missing_tag_penalty=-100.0)["reward"]  # the sampling temperature
     cfg = rlt.TeacherRLConfig(steps=1, question_batch=1, n_samples=4, mini_batch=1, lr=3e-3, max_new_tokens=32,
                               missing_tag_penalty=-100.0)
     opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.lr, weight_decay=0.0)
-    m = rlt.teacher_step(teacher, student, tok, opt, [row], 0, cfg)
+    m = rlt.teacher_step(teacher, student, tok, opt, [row], 0, cfg, ref=copy.deepcopy(teacher))
     assert m["format_ok"] == 0.75 and m["reward_mean"] == pytest.approx(float(reward.mean()), abs=1e-5)
     after, _ = score_responses(teacher, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, 0.7)
     gain = ((after - before) * ro.response_mask).sum(-1)  # change of each completion's log-likelihood
@@ -141,6 +142,38 @@ def test_teacher_step_with_no_signal_leaves_the_teacher_unchanged(tok, monkeypat
     before = [p.detach().clone() for p in teacher.parameters()]
     cfg = rlt.TeacherRLConfig(steps=1, question_batch=1, n_samples=2, mini_batch=1, lr=1e-2, max_new_tokens=8)
     m = rlt.teacher_step(teacher, student, tok, torch.optim.AdamW(teacher.parameters(), lr=1e-2, weight_decay=0.0),
-                         [row], 0, cfg)
-    assert m["reward_mean"] == -1.0 and m["format_ok"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # equal rewards: zero advantage
+                         [row], 0, cfg, ref=copy.deepcopy(teacher))
+    assert m["reward_mean"] == -1.0 and m["format_ok"] == 0.0 and m["kl_ref"] == 0.0
+    # equal rewards: zero advantage; at the reference the k3 KL has zero gradient: nothing moves
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+
+
+def test_teacher_kl_term_pulls_toward_the_reference(tok, monkeypatch):
+    """With no reward signal, beta * KL(pi_theta || pi_ref) alone moves a drifted teacher back toward the SFT
+    reference (J_RLT's beta term; SakanaAI/RLT beta = 0.04), and not at all with beta = 0."""
+    from rlrt.backends.local.rollout import score_responses
+
+    ref, student = model(tok, 5), model(tok, 6)
+    row = {"question": Q[0], "solution": S[0]}
+    ro = _rollouts(tok, [rlt.teacher_prompt(tok, Q[0], S[0])] * 2, ["no tag", "still none"])
+    monkeypatch.setattr(rlt, "sample", lambda *a, **k: ro)
+    ref_logp, _ = score_responses(ref, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, 0.7)
+
+    def gap(m):
+        logp, _ = score_responses(m, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, 0.7)
+        return float(((logp - ref_logp).abs() * ro.response_mask).sum())
+
+    for beta in (0.0, 1.0):
+        teacher = copy.deepcopy(ref)
+        with torch.no_grad():
+            for p in teacher.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        before = gap(teacher)
+        cfg = rlt.TeacherRLConfig(steps=1, question_batch=1, n_samples=2, mini_batch=1, lr=1e-2, max_new_tokens=8,
+                                  beta=beta)
+        m = rlt.teacher_step(teacher, student, tok, torch.optim.AdamW(teacher.parameters(), lr=1e-2,
+                                                                      weight_decay=0.0), [row], 0, cfg, ref=ref)
+        if beta:
+            assert m["kl_ref"] > 0 and gap(teacher) < before
+        else:
+            assert gap(teacher) == before

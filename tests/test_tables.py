@@ -38,14 +38,37 @@ def test_table4_comes_from_the_registry():
     rlrt = df[df.Method == "RLRT"].iloc[0]
     assert rlrt["Gate"] == "r=1 only" and "P_S(y_t)/P_T(y_t)" in rlrt["Per-token weight w_t"]
     assert df[df.Method == "RLRT-all"].iloc[0]["Gate"].startswith("all")
-    assert df[df.Method == "SDPO"].iloc[0]["Objective"] == "sdpo"
+    assert df[df.Method == "SDPO"].iloc[0]["Objective"].startswith("sdpo:")
 
 
 def test_run_labels():
-    from rlrt.stages.tables import run_label
+    from rlrt.labels import run_label
 
     assert run_label("rlrt") == "RLRT" and run_label("grpo_eb") == "GRPO+EB"
     assert run_label("rlrt@eps_w=0.5") == "RLRT (eps_w=0.5)"
+
+
+def test_plots_and_tables_label_and_colour_every_method_alike():
+    """The analysis figures (``rlrt.analysis.plots``), the paper figures and the tables name a run the same way:
+    the registry's display label (RLRT-all, GRPO+EB), a setting in parentheses; each method has its own colour."""
+    from rlrt.analysis import plots
+    from rlrt.labels import METHOD_COLORS
+    from rlrt.methods.registry import METHODS, get_method
+    from rlrt.stages import figures
+
+    runs = list(METHODS) + [f"{m}@eps_w=0.5" for m in METHODS]
+    df = table1([ev("S", "base", 1.0, 1.0)] + [ev("S", r, 1.0, 1.0) for r in runs], ["S"], runs, ["test"], 4)
+    table_labels = {m: row.strip() for _, m, row in df.index if m in runs}
+    assert set(table_labels) == set(runs)
+    for r in runs:
+        assert plots.run_label(r) == figures.run_label(r) == table_labels[r], r
+    for name in METHODS:
+        assert table_labels[name] == get_method(name).display
+        assert table_labels[f"{name}@eps_w=0.5"] == f"{get_method(name).display} (eps_w=0.5)"
+    assert plots.run_label("rlrt_all") == "RLRT-all"
+    colours = [plots.run_color(m) for m in METHODS]
+    assert set(METHODS) <= set(METHOD_COLORS) and len(set(colours)) == len(colours)
+    assert all(plots.run_color(f"{m}@eps_w=0.5") == figures.run_color(m) == plots.run_color(m) for m in METHODS)
 
 
 def test_sweeps_table_reads_first_and_last_fifth():

@@ -95,3 +95,17 @@ def test_entropy_term_matches_verl(mode):
     ours = entropy_bonus(entropy_from_logits(logits), mask, coeff=0.01, agg=mode)
     theirs = -0.01 * core_algos.compute_entropy_loss(logits, mask, loss_agg_mode=mode)  # pg - coeff * entropy
     assert float(ours) == pytest.approx(float(theirs), abs=ATOL)
+
+
+def test_kl_penalty_low_var_matches_verl():
+    """RLT teacher's beta term: our k3 estimator equals verl's ``kl_penalty(..., "low_var_kl")``, including its clamps
+    (log ratios beyond +-20, values beyond 10)."""
+    from rlrt.methods.losses import kl_penalty_low_var
+
+    old, logp, _, _ = random_batch(seed=5)
+    ref = old.clone()
+    ref[0, :3] = torch.tensor([-40.0, 30.0, 0.0], dtype=ref.dtype)  # extreme ratios hit both clamps
+    ours = kl_penalty_low_var(logp, ref)
+    theirs = core_algos.kl_penalty(logp, ref, "low_var_kl")
+    assert torch.allclose(ours, theirs, atol=ATOL)
+    assert (ours >= 0).all()

@@ -44,3 +44,27 @@ def linear_decay(step: int, init: float, decay_steps: int | None) -> float:
     if not decay_steps:
         return float(init)
     return float(init) * max(0.0, 1.0 - step / decay_steps)
+
+
+def entropy_advantage(token_adv: Tensor, entropy: Tensor, response_mask: Tensor, alpha: float, kappa: float) -> Tensor:
+    """GRPO+EB's entropy-based advantage (Cheng et al., "Reasoning with Exploration: an Entropy Perspective"):
+
+        A_t' = A_t + psi_t,   psi_t = min(alpha * H_t, |A_t| / kappa),   H_t detached.
+
+    The clip |A_t|/kappa (kappa > 1) keeps the term from flipping the sign of a negative advantage and makes it
+    vanish where A_t = 0 (groups with no signal); H_t is the rollout policy's entropy at position t.
+
+    Args:
+        token_adv: (N, T) token advantages.
+        entropy: (N, T) per-token entropy of the rollout policy.
+        response_mask: (N, T).
+        alpha, kappa: > 0.
+    Returns:
+        (N, T) shaped advantages, zero outside the mask.
+    """
+    psi = torch.minimum(alpha * entropy.detach(), token_adv.abs() / kappa)
+    return (token_adv + psi) * response_mask.to(token_adv.dtype)
+
+
+entropy_advantage.formula = "1 (A_t + min(alpha H_t, |A_t|/kappa))"
+entropy_advantage.direction = "uniform token-level entropy"

@@ -9,6 +9,15 @@ each rollout with a bonus for being different from its siblings. Two variants ar
                 bonus_i = min(D_i, cap) * scale * group_acc * r_i * cos_decay(step).
 
 Then r'_i = r_i + bonus_i and the usual group advantage is computed from r'.
+
+The schedule, against the official code (NJU-RL/DIVER, ``ray_trainer.py``, read 2026-12-01): there the bonus is
+paid while the trainer's global step t < 100 and multiplied by cos(min(1, (t - 100) / 50) * pi / 2), which for
+t < 100 runs from about -1 (a *penalty* on novel equations for t < 50) through 0 at t = 50 to about +1 at t = 99,
+then the bonus switches off. That reads as a bug (a decay over steps 100-150 that the gate never reaches), so we
+implement the evident intent instead: a cosine decay from 1 to 0 over ``diversity_decay_steps`` steps (the
+equation variant) and the BLEU bonus only for the first ``bleu_steps`` steps, as the official gate does. The
+official BLEU variant averages the two directions of sentence-BLEU with its own 5-gram weights; we use sacrebleu's
+sentence BLEU of y_i against each sibling (one direction, exponential smoothing).
 """
 
 from __future__ import annotations
@@ -94,14 +103,19 @@ def bleu_diversity_bonus(
     return scale * self_bleu_diversity(texts)
 
 
-def diversity_bonus(variant: str, texts: Sequence[str], rewards: Sequence[float], step: int,
-                    settings: dict) -> np.ndarray:
-    """Dispatch on DIVER ``variant`` ("equation" | "bleu") with the method settings dict. Returns (n,)."""
-    if variant == "equation":
-        return equation_diversity_bonus(texts, rewards, step, scale=float(settings.get("diversity_scale", 1.0)),
-                                        cap=float(settings.get("diversity_cap", 0.68)),
-                                        decay_steps=settings.get("diversity_decay_steps"))
-    if variant == "bleu":
-        return bleu_diversity_bonus(texts, rewards, step, scale=float(settings.get("diversity_scale", 1.0)),
-                                    bleu_steps=settings.get("bleu_steps"))
-    raise ValueError(f"unknown DIVER variant {variant!r} (equation | bleu)")
+def diversity_bonus(texts: Sequence[str], rewards: Sequence[float], step: int, settings) -> np.ndarray:
+    """DIVER's bonus for one group, by ``settings.variant`` ("equation" | "bleu") of a ``DIVERSettings``.
+
+    Args: texts, rewards: one group's n rollouts and their {0,1} scores. Returns (n,) bonuses.
+    """
+    if settings.variant == "equation":
+        return equation_diversity_bonus(texts, rewards, step, scale=float(settings.diversity_scale),
+                                        cap=float(settings.diversity_cap), decay_steps=settings.diversity_decay_steps)
+    if settings.variant == "bleu":
+        return bleu_diversity_bonus(texts, rewards, step, scale=float(settings.diversity_scale),
+                                    bleu_steps=settings.bleu_steps)
+    raise ValueError(f"unknown DIVER variant {settings.variant!r} (equation | bleu)")
+
+
+diversity_bonus.formula = "1 (reward + sequence diversity bonus)"
+diversity_bonus.direction = "uniform sequence-level diversity"

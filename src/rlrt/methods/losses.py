@@ -77,10 +77,11 @@ def clipped_surrogate(
     agg: str = "token-mean",
     clip_ratio_c: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO/DAPO clip-higher surrogate (App. G.1, GRPO: eps_low=0.2, eps_high=0.28). No dual-clip.
+    """PPO/DAPO clip-higher surrogate (App. G.1, GRPO: eps_low=0.2, eps_high=0.28), aggregated.
 
     ratio = exp(logp - old_logp);
-    pg = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)).
+    pg = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)), and with ``clip_ratio_c`` (dual-clip)
+    min(pg, -A * clip_ratio_c) on tokens with A < 0 (``surrogate_tokens``); ``clip_ratio_c=None`` disables it.
 
     Args:
         logp, old_logp, adv, mask: (N, T).
@@ -103,6 +104,18 @@ def clipped_surrogate(
             if m.sum() > 0 else 0.0,
         }
     return loss, stats
+
+
+def kl_penalty_low_var(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token KL(π_θ ‖ π_ref) estimate "k3" (verl's ``low_var_kl``, TRL's GRPO ``beta`` term):
+
+        kl_t = exp(d_t) - d_t - 1,  d_t = clamp(ref_t - logp_t, -20, 20),  then clamped to [-10, 10] (as verl).
+
+    Non-negative, unbiased for KL(π_θ‖π_ref) under samples of π_θ, with gradient through ``logp``.
+    Args: logp, ref_logp: (N, T). Returns: (N, T).
+    """
+    d = torch.clamp(ref_logp - logp, min=-20.0, max=20.0)
+    return torch.clamp(torch.exp(d) - d - 1.0, min=-10.0, max=10.0)
 
 
 def entropy_bonus(entropy: Tensor, mask: Tensor, coeff: float, agg: str = "token-mean") -> Tensor:

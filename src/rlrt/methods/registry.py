@@ -1,67 +1,120 @@
-"""One registry of RL methods: each is GRPO's surrogate plus (context c, per-token weight w_t, gate).
+"""One registry of RL methods: each is GRPO's surrogate plus (context c, per-token weight w_t, gate, objective).
 
 RLRT paper, Appendix G.1 / Table 4: every self-distillation baseline applies
 ``A_t = A * [(1 - lam) + lam * clip(w_t, 1 - eps_w, 1 + eps_w)]`` and differs only in the privileged context
 ``c``, the weight ``w_t`` and the trajectory-level gate. SDPO and SRPO replace (part of) the surrogate by a
-logit-level distillation loss (``rlrt.methods.distill``); GRPO+EB adds an entropy bonus (``losses``) and DIVER a
-diversity reward before normalisation (``rlrt.methods.diversity``). Table 4 is generated from this registry
-(``rlrt.stages.tables``), so the table and the code cannot disagree.
+logit-level distillation loss (their registered objectives, ``rlrt.methods.objectives``); GRPO+EB shapes the
+advantage with the token entropy (``advantages.entropy_advantage``) and DIVER adds a diversity reward before the
+group normalisation (``rlrt.methods.diversity``).
+
+A spec holds *functions and fields*, never free-text: Table 4 (``table4_rows``) is read from the functions a method
+is wired to (their ``formula`` / ``direction`` attributes), so wiring RLSD to RLRT's weight shows up in the table.
+A method's hyper-parameters and defaults live in its settings class (``rlrt.methods.settings``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from torch import Tensor
 
-from rlrt.methods.weights import mixed_weight, reweight_advantages, rlrt_weight, rlsd_weight
+from rlrt.methods.advantages import entropy_advantage
+from rlrt.methods.diversity import diversity_bonus
+from rlrt.methods.objectives import Objective, get_objective
+from rlrt.methods.settings import (DIVERSettings, GRPOEBSettings, GRPOSettings, MethodSettings, RLRTSettings,
+                                   RLSDSettings, SDPOSettings, SRPOSettings, TokenWeightSettings, as_dict,
+                                   build_settings)
+from rlrt.methods.weights import rlrt_weight, rlsd_weight
 
-WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+WeightFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def gate_all(rewards: Tensor) -> Tensor:
+    """Every rollout (with a context) is reweighted. (N,) -> (N,) bool."""
+    return torch.ones_like(rewards, dtype=torch.bool)
+
+
+def gate_correct(rewards: Tensor) -> Tensor:
+    """Only correct rollouts (r = 1) are reweighted: RLRT's trajectory-level gate. (N,) -> (N,) bool."""
+    return rewards > 0.5
+
+
+gate_all.label, gate_correct.label = "all", "r=1 only"
+
+# teacher: whose distribution P_T is -- "self" = θ_old shown the context (one no-grad pass per step, token weights),
+# "frozen" = a separate copy of the initial policy shown the context (its logits inside the update), "none".
+TEACHERS = ("none", "self", "frozen")
+CONTEXT_LABELS = {"sibling": "correct rollout", "reference": "ground truth"}
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How one method turns sequence advantages into token advantages.
+    """How one method turns rewards into per-token losses.
 
-    name:       config key (``methods.<name>``).
-    context:    privileged context kind for the teacher view: "none" | "sibling" | "reference".
-    weight_fn:  (delta (N,T), adv (N,)) -> w (N,T), or None (no teacher pass, w = 1).
-    gate:       "all" (every rollout) or "correct" (only r = 1 rollouts are reweighted) or "route" (SRPO).
-    table4:     the Table 4 cells: (context, per-token weight, gate, direction).
-    defaults:   hyper-parameters (Table 5) that config may override.
-    objective:  "pg" (clipped surrogate on token advantages), "sdpo" (top-K JSD toward the teacher view on every
-                rollout with a context) or "srpo" (pg on r = 1, entropy-weighted SDPO on r = 0 with a context).
-    entropy_bonus: subtract ``entropy_coeff * H`` from the loss (GRPO+EB).
-    diversity:  add DIVER's diversity bonus (variant from settings) to the reward before the group advantage.
-    paper_table4: a row of the paper's Table 4 (the others are this repo's additional runs: EB, DIVER, ablations).
+    name:            config key (``methods.<name>``), ``label`` its display name.
+    settings:        its settings class (fields, defaults, one docstring each).
+    teacher:         "none" | "self" (θ_old with the context: token weights) | "frozen" (initial policy: logits).
+    weight_fn:       (delta (N,T), adv (N,)) -> w (N,T), or None (no token weight).
+    gate:            (rewards (N,)) -> (N,) bool, the rollouts the weight applies to (with ``weight_fn``).
+    objective:       name of a registered objective (``rlrt.methods.objectives``).
+    reward_bonus:    (texts, rewards, step, settings) -> (n,) added to one group's scores before the advantage.
+    advantage_bonus: (token_adv, entropy, mask, alpha, kappa) -> token_adv', applied with ``settings.variant ==
+                     "advantage"`` (GRPO+EB).
+    paper_table4:    a row of the paper's Table 4 (the others are this repo's extra runs: EB, DIVER, ablation).
     """
 
     name: str
-    context: str
-    weight_fn: Optional[WeightFn]
-    gate: str
-    table4: tuple[str, str, str, str]
-    defaults: dict = field(default_factory=dict)
+    label: str
+    settings: type[MethodSettings]
+    teacher: str = "none"
+    weight_fn: Optional[WeightFn] = None
+    gate: Callable[[Tensor], Tensor] = gate_all
     objective: str = "pg"
-    entropy_bonus: bool = False
-    diversity: bool = False
+    reward_bonus: Optional[Callable] = None
+    advantage_bonus: Optional[Callable] = None
     paper_table4: bool = False
-    label: str = ""
+
+    def __post_init__(self):
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"method {self.name!r}: teacher must be one of {TEACHERS}")
+        if self.weight_fn is not None and not issubclass(self.settings, TokenWeightSettings):
+            raise ValueError(f"method {self.name!r}: a token weight needs TokenWeightSettings (λ, ε_w, context)")
+        if self.weight_fn is not None and self.teacher != "self":
+            raise ValueError(f"method {self.name!r}: token weights are scored by θ_old (teacher='self')")
+        if get_objective(self.objective).uses_teacher_logits and self.teacher != "frozen":
+            raise ValueError(f"method {self.name!r}: objective {self.objective!r} needs teacher='frozen'")
 
     @property
     def display(self) -> str:
-        return self.label or self.name.upper()
+        return self.label
+
+    @property
+    def objective_fn(self) -> Objective:
+        return get_objective(self.objective)
 
     @property
     def needs_teacher(self) -> bool:
         """A teacher-view pass over the sampled tokens (log P_T(y_t)) is needed for the token weights."""
-        return self.weight_fn is not None and self.context != "none"
+        return self.weight_fn is not None
 
     @property
     def needs_teacher_logits(self) -> bool:
-        """Full teacher-view logits are needed inside the update (logit-level distillation)."""
-        return self.objective in ("sdpo", "srpo")
+        """A separate (frozen / EMA) teacher whose logits enter the update (logit-level distillation)."""
+        return self.teacher == "frozen"
+
+    def default_settings(self) -> MethodSettings:
+        return self.settings()
+
+    def make_settings(self, values: dict | None = None, where: str | None = None) -> MethodSettings:
+        """Settings from the defaults with ``values`` overriding; an unknown key raises KeyError naming it."""
+        return build_settings(self.settings, dict(values or {}), where or f"methods.{self.name}")
+
+    @property
+    def defaults(self) -> dict:
+        """The default settings as a dict (Table 5)."""
+        return as_dict(self.settings())
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -82,78 +135,49 @@ def get_method(name: str) -> MethodSpec:
 
 
 # Rows of the paper's Table 4, in its order (defaults = its Table 5).
-register(MethodSpec(
-    name="grpo", label="GRPO", context="none", weight_fn=None, gate="all", paper_table4=True,
-    table4=("-", "1", "-", "-"),
-    defaults={"norm_adv_by_std": False},
-))
-register(MethodSpec(
-    name="sdpo", label="SDPO", context="sibling", weight_fn=None, gate="all", objective="sdpo", paper_table4=True,
-    table4=("correct rollout", "logit-level JSD(P_S, P_T) over student top-K", "all", "P_S -> P_T"),
-    defaults={"norm_adv_by_std": False, "lr_scale": 10.0, "topk": 100, "tail": True, "alpha": 0.5,
-              "is_clip": 2.0, "ema_rate": 0.0},
-))
-register(MethodSpec(
-    name="srpo", label="SRPO", context="sibling", weight_fn=None, gate="route", objective="srpo", paper_table4=True,
-    table4=("correct rollout", "SDPO loss x exp(-beta H_T) if r=0; 1 if r=1", "route by r", "P_S -> P_T on r=0"),
-    defaults={"norm_adv_by_std": False, "lr_scale": 5.0, "topk": 100, "tail": True, "alpha": 0.5,
-              "is_clip": 2.0, "ema_rate": 0.0, "beta": 0.5},
-))
-register(MethodSpec(
-    name="rlsd", label="RLSD", context="reference", weight_fn=rlsd_weight, gate="all", paper_table4=True,
-    table4=("ground truth", "(P_T(y_t)/P_S(y_t))^sign(A)", "all", "teacher = magnitude"),
-    defaults={"norm_adv_by_std": True, "lambda_init": 0.5, "lambda_decay_steps": 50, "eps_w": 0.2},
-))
-register(MethodSpec(
-    name="rlrt", label="RLRT", context="sibling", weight_fn=rlrt_weight, gate="correct", paper_table4=True,
-    table4=("correct rollout", "(P_S(y_t)/P_T(y_t))^sign(A)", "r=1 only", "amplify self-driven"),
-    defaults={"norm_adv_by_std": True, "lambda_init": 0.5, "lambda_decay_steps": None, "eps_w": 1.0},
-))
+register(MethodSpec("grpo", "GRPO", GRPOSettings, paper_table4=True))
+register(MethodSpec("sdpo", "SDPO", SDPOSettings, teacher="frozen", objective="sdpo", paper_table4=True))
+register(MethodSpec("srpo", "SRPO", SRPOSettings, teacher="frozen", objective="srpo", paper_table4=True))
+register(MethodSpec("rlsd", "RLSD", RLSDSettings, teacher="self", weight_fn=rlsd_weight, gate=gate_all,
+                    paper_table4=True))
+register(MethodSpec("rlrt", "RLRT", RLRTSettings, teacher="self", weight_fn=rlrt_weight, gate=gate_correct,
+                    paper_table4=True))
 # Exploration baselines (Sec. 6.4) and the gate ablation (Sec. 6.5).
-register(MethodSpec(
-    name="grpo_eb", label="GRPO+EB", context="none", weight_fn=None, gate="all", entropy_bonus=True,
-    table4=("-", "1 (+ entropy bonus on the loss)", "-", "uniform token-level entropy"),
-    defaults={"norm_adv_by_std": False, "entropy_coeff": 0.001},
-))
-register(MethodSpec(
-    name="diver", label="DIVER", context="none", weight_fn=None, gate="all", diversity=True,
-    table4=("-", "1 (reward + sequence diversity bonus)", "-", "uniform sequence-level diversity"),
-    defaults={"norm_adv_by_std": False, "variant": "equation", "diversity_scale": 1.0, "diversity_cap": 0.68,
-              "diversity_decay_steps": None, "bleu_steps": None},
-))
-register(MethodSpec(
-    name="rlrt_all", label="RLRT-all", context="sibling", weight_fn=rlrt_weight, gate="all",
-    table4=("correct rollout", "(P_S(y_t)/P_T(y_t))^sign(A)", "all (no gate)", "ablation of the r=1 gate"),
-    defaults={"norm_adv_by_std": True, "lambda_init": 0.5, "lambda_decay_steps": None, "eps_w": 1.0},
-))
+register(MethodSpec("grpo_eb", "GRPO+EB", GRPOEBSettings, advantage_bonus=entropy_advantage))
+register(MethodSpec("diver", "DIVER", DIVERSettings, reward_bonus=diversity_bonus))
+register(MethodSpec("rlrt_all", "RLRT-all", RLRTSettings, teacher="self", weight_fn=rlrt_weight, gate=gate_all))
 
 
-def token_advantages(
-    spec: MethodSpec,
-    adv: torch.Tensor,
-    response_mask: torch.Tensor,
-    rewards: torch.Tensor | None = None,
-    delta: torch.Tensor | None = None,
-    has_context: torch.Tensor | None = None,
-    lam: float = 0.0,
-    eps_w: float = 0.2,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token advantages for ``spec`` (Eq. 7 / Table 4) and the weights actually applied.
+def objective_name(spec: MethodSpec, settings: MethodSettings) -> str:
+    """The registered objective a run uses: the spec's, or GRPO+EB's loss-level variant (``variant: loss``)."""
+    if spec.advantage_bonus is not None and getattr(settings, "variant", "advantage") == "loss":
+        return "pg_entropy"
+    return spec.objective
 
-    adv (N,), response_mask (N,T), rewards (N,) in {0,1}, delta (N,T) = sg(log P_T - log P_S),
-    has_context (N,) bool. Returns (token_adv (N,T), weight (N,T)) where weight is the clipped-and-mixed
-    multiplier ``token_adv / A`` (1 where unweighted), zeroed outside the response mask.
-    """
-    mask = response_mask.to(adv.dtype)
-    if spec.weight_fn is None or delta is None or spec.gate == "route":
-        tok = adv[:, None] * mask
-        return tok, mask.clone()
-    apply = has_context.bool() if has_context is not None else torch.ones_like(adv, dtype=torch.bool)
-    if spec.gate == "correct":
-        if rewards is None:
-            raise ValueError(f"method {spec.name!r} gates on r=1 and needs rewards")
-        apply = apply & (rewards > 0.5)
-    w = spec.weight_fn(delta, adv)
-    tok = reweight_advantages(adv, w, lam, eps_w, apply) * mask
-    eff = torch.where(apply[:, None], mixed_weight(w, lam, eps_w), torch.ones_like(w)) * mask
-    return tok, eff
+
+def table4_rows() -> list[dict[str, str]]:
+    """Table 4 from the registry: one row per method, the paper's rows first, every cell read off the functions
+    and fields the method is wired to."""
+    rows = []
+    for s in sorted(METHODS.values(), key=lambda s: not s.paper_table4):  # stable: keeps registration order
+        obj = s.objective_fn
+        d = s.default_settings()
+        shaping = s.advantage_bonus or s.reward_bonus
+        if s.weight_fn is not None:
+            weight, gate, direction = s.weight_fn.formula, s.gate.label, s.weight_fn.direction
+        elif shaping is not None:
+            weight, gate, direction = shaping.formula, "-", shaping.direction
+        elif obj.uses_teacher_logits:
+            weight, gate, direction = obj.description, obj.gate, obj.direction
+        else:
+            weight, gate, direction = "1", "-", "-"
+        rows.append({
+            "Method": s.display,
+            "Context c": CONTEXT_LABELS.get(getattr(d, "context", ""), "-") if s.teacher != "none" else "-",
+            "Per-token weight w_t": weight, "Gate": gate, "Direction": direction,
+            "Objective": f"{s.objective}: {obj.description}",
+            "Teacher": s.teacher,
+            "In paper's Table 4": "yes" if s.paper_table4 else "no (Sec. 6.4-6.5)",
+            "Defaults (Table 5)": ", ".join(f"{k}={v}" for k, v in as_dict(d).items()),
+        })
+    return rows

@@ -6,6 +6,17 @@ import torch
 from torch import Tensor
 
 
+def table4(formula: str, direction: str):
+    """Attach the function's Table 4 cells (its formula and what it amplifies): Table 4 reads them from the
+    function a method is wired to, so a mis-wired method shows the wrong formula in its row."""
+
+    def wrap(fn):
+        fn.formula, fn.direction = formula, direction
+        return fn
+
+    return wrap
+
+
 def log_ratio(teacher_logp: Tensor, student_logp: Tensor) -> Tensor:
     """Delta_t = sg(log P_T^t(y_t) - log P_S^t(y_t)) (Sec. 3, after Eq. 1).
 
@@ -23,6 +34,7 @@ def _sign(adv: Tensor) -> Tensor:
     return torch.sign(adv.detach()).unsqueeze(-1)
 
 
+@table4("(P_T(y_t)/P_S(y_t))^sign(A)", "teacher = magnitude")
 def rlsd_weight(delta: Tensor, adv: Tensor) -> Tensor:
     """RLSD weight, Eq. 2: w_t = exp(sign(A) * Delta_t) = (P_T / P_S)^sign(A).
 
@@ -35,6 +47,7 @@ def rlsd_weight(delta: Tensor, adv: Tensor) -> Tensor:
     return torch.exp(_sign(adv) * delta.detach())
 
 
+@table4("(P_S(y_t)/P_T(y_t))^sign(A)", "amplify self-driven")
 def rlrt_weight(delta: Tensor, adv: Tensor) -> Tensor:
     """RLRT (reversed teacher) weight, Eq. 6: w_t = exp(-sign(A) * Delta_t) = (P_S / P_T)^sign(A).
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
 from rlrt.backends.local.resume import Resumable
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json
 from rlrt.methods.registry import get_method
+from rlrt.methods.settings import as_dict
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 from rlrt.tasks.grading import make_grader
 
 log = logging.getLogger("rlrt.rl")
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     seed = int(cfg["seed"])
     seed_everything(seed)
     spec = get_method(cfg["method"])
-    method_cfg = {**spec.defaults, **(cfg.get("method_cfg") or {})}
+    settings = spec.make_settings(cfg.get("method_cfg") or {}, where="method_cfg")
+    method_cfg = as_dict(settings)
     rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "seed": seed,
                                         "max_response_length": cfg["max_response_length"]})
     model, tok = load_checkpoint(args.model)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     resume = Resumable.for_stage(partial / "resume_state.pt", cfg, cfg["rl"].get("resume_every"))
     with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
-        history = engine.train(model, tok, rows, spec, method_cfg, rl_cfg, grader.grade_batch, on_step=log_step,
+        history = engine.train(model, tok, rows, spec, settings, rl_cfg, grader.grade_batch, on_step=log_step,
                                resume=resume, on_save=save_intermediate, save_steps=save_steps)
         skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)

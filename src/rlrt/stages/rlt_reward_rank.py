@@ -17,9 +17,8 @@ import torch
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rlt import score_explanations, write_explanations
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json, write_jsonl
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl, write_jsonl
 from rlrt.tasks.rlt_format import parse_explanation, student_text
 
 log = logging.getLogger("rlrt.rlt_reward_rank")
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     flat = [e for group in expl for e in group]
     rep = [r for r in rows for _ in range(K)]
     sc = score_explanations(teacher, student, tok, [r["question"] for r in rep], [r["solution"] for r in rep], flat,
-                            float(cfg["alpha"]), float(cfg["lam"]))
+                            float(cfg["alpha"]), float(cfg["lam"]), float(cfg["reward_temperature"]))
     reward = sc["reward"].view(len(rows), K)
     order = torch.argsort(reward, dim=1, stable=True)  # ascending: column r-1 is rank r
     datasets: list[list[dict]] = [[] for _ in range(K)]

@@ -12,9 +12,8 @@ import logging
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
 from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rlt import TeacherRLConfig, train_teacher
-from rlrt.io import write_json
+from rlrt.io import read_jsonl, write_json
 from rlrt.stages.common import parse, parser
-from rlrt.tasks.arithmetic import read_jsonl
 
 log = logging.getLogger("rlrt.rlt_teacher_rl")
 

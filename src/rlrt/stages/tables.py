@@ -20,20 +20,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from rlrt.io import atomic_path, read_json
+from rlrt.labels import run_label
+from rlrt.rlt_models import rlt_models
 from rlrt.stages.common import parse, parser
 
 log = logging.getLogger("rlrt.tables")
-
-
-
-def run_label(run: str) -> str:
-    """'rlrt' -> 'RLRT', 'rlrt@eps_w=0.5' -> 'RLRT (eps_w=0.5)' (display names from the registry)."""
-    from rlrt.config import parse_run_id
-    from rlrt.methods.registry import get_method
-
-    method, override = parse_run_id(run)
-    label = get_method(method).display
-    return label + "".join(f" ({k}={v})" for k, v in override.items())
 
 
 def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: list[str], n: int,
@@ -89,17 +80,10 @@ def write_table(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
 
 
 def table4() -> pd.DataFrame:
-    """Table 4 from the registry: one row per method, the paper's rows first (in its order)."""
-    from rlrt.methods.registry import METHODS
+    """Table 4 from the registry (``registry.table4_rows``): cells read off each method's wired functions."""
+    from rlrt.methods.registry import table4_rows
 
-    specs = sorted(METHODS.values(), key=lambda s: not s.paper_table4)  # stable: keeps registration order
-    rows = []
-    for s in specs:
-        ctx, weight, gate, direction = s.table4
-        rows.append({"Method": s.display, "Context c": ctx, "Per-token weight w_t": weight, "Gate": gate,
-                     "Direction": direction, "Objective": s.objective, "In paper's Table 4": "yes" if s.paper_table4
-                     else "no (Sec. 6.4-6.5)", "Defaults (Table 5)": ", ".join(f"{k}={v}" for k, v in s.defaults.items())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(table4_rows())
 
 
 def sweeps_table(runs: list[dict], sweeps: list[dict]) -> pd.DataFrame:
@@ -205,14 +189,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.table in ("rlt_table1", "rlt_table2"):
         n, nq, ns = int(cfg["n"]), cfg.get("n_questions"), cfg.get("n_small")
         if args.table == "rlt_table1":
-            models = ["base", "sft-rlt", "sft-reference", "sft-rlt_small", "sft-reference_small"]
+            models = rlt_models()["table1"]
             deltas = [("Δ RLT − reference (full)", "sft-rlt", "sft-reference"),
                       ("Δ RLT − reference (small)", "sft-rlt_small", "sft-reference_small")]
             title = (f"RLT Table 1 (embedded analogue): students distilled from the RL teacher's raw explanations vs "
                      f"the reference traces, on {nq} questions and on a {ns}-question subset, same SFT budget; "
                      f"avg@{n} and pass@{n} (%) on the held-out test sets.")
         else:
-            models = ["base", "grpo-base", "sft-rlt", "grpo-sft-rlt", "sft-reference", "grpo-sft-reference"]
+            models = rlt_models()["table2"]
             deltas = [("Δ RLT − reference cold start, after GRPO", "grpo-sft-rlt", "grpo-sft-reference")]
             title = (f"RLT Table 2 (embedded analogue): GRPO with the correctness reward from the untrained student "
                      f"vs cold-started from RLT / reference traces; avg@{n} and pass@{n} (%).")

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from rlrt.backends.local import loop as train_loop
+from rlrt.backends.local.loop import warmup_cosine_lr
 from rlrt.backends.local.resume import Resumable
 from rlrt.tasks.prompts import chat_prompt
 
@@ -50,43 +52,36 @@ def train_lm(
     """AdamW with linear warm-up and cosine decay to 10% of ``lr``; next-token loss on masked positions.
 
     ``make_batch(rng, batch_size)`` draws a batch with the loop's seeded RNG. With ``resume``, the training state is
-    saved every ``resume.every`` steps and loaded at start if present: a killed run continues with the same numbers.
+    saved every ``resume.every`` steps and loaded at start if present: a killed run continues with the same numbers
+    (the shared loop, ``rlrt.backends.local.loop``).
     """
-    import math
-
-    from rlrt.progress import progress
-
-    rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def schedule(s: int) -> float:
-        if s < warmup_steps:
-            return (s + 1) / warmup_steps
-        frac = (s - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        return warmup_cosine_lr(s, warmup_steps, steps)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    resume = resume or Resumable()
-    start, history = resume.load(model, opt, sched, rng)
+    state = train_loop.Loop(model, opt, sched, random.Random(seed), resume or Resumable())
     model.train()
-    bar = progress(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
-    for step in bar:
+
+    def step_fn(step: int) -> dict:
         t0 = time.perf_counter()
-        ids, attn, labels = collate(make_batch(rng, batch_size), tokenizer.pad_token_id)
+        ids, attn, labels = collate(make_batch(state.rng, batch_size), tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        sched.step()
-        rec = {"step": step, "loss": float(loss.detach()), "grad_norm": float(gn), "lr": sched.get_last_lr()[0],
-               "step_time": time.perf_counter() - t0}
-        history.append(rec)
-        if on_step and (step % log_every == 0 or step == steps - 1):
+        # the lr the scheduler sets after this step (LambdaLR: base lr x schedule(step + 1))
+        return {"step": step, "loss": float(loss.detach()), "grad_norm": float(gn), "lr": lr * schedule(step + 1),
+                "step_time": time.perf_counter() - t0}
+
+    def log(rec: dict) -> None:
+        if on_step and (rec["step"] % log_every == 0 or rec["step"] == steps - 1):
             on_step(rec)
-        if resume.due(step + 1, steps):
-            resume.save(step + 1, model, opt, sched, rng, history)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", refresh=False)
+
+    history = train_loop.run(state, step_fn, steps, desc=desc, on_step=log,
+                             postfix=lambda rec: {"loss": f"{rec['loss']:.3f}"})
     model.eval()
     return history

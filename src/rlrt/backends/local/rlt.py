@@ -16,6 +16,7 @@ plain chat turn, so a distilled student writes the whole think-then-solve answer
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import dataclass
@@ -23,10 +24,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from rlrt.backends.local import loop as train_loop
 from rlrt.backends.local.lm import Example
+from rlrt.backends.local.loop import QuestionOrder, warmup_lr
+from rlrt.backends.local.ppo import PPOConfig, UpdateBatch, mean, ppo_update
 from rlrt.backends.local.resume import Resumable
 from rlrt.backends.local.rollout import left_pad, response_logits, sample, score_responses
-from rlrt.methods.losses import agg_loss, surrogate_tokens, token_logprobs
+from rlrt.methods.losses import token_logprobs
+from rlrt.methods.objectives import get_objective
 from rlrt.methods.rlt_reward import kl_reward, rlt_advantages, rlt_reward, solution_reward, token_kl
 from rlrt.tasks.prompts import chat_prompt, user_message
 from rlrt.tasks.rlt_format import (BEGIN_SOLUTION, BEGIN_THOUGHT, END_EXPLANATION, END_SOLUTION, END_THOUGHT,
@@ -154,6 +159,8 @@ class TeacherRLConfig:
     grad_clip: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.2
+    clip_ratio_c: float | None = 3.0  # verl's dual-clip default, as the policy RL uses
+    beta: float = 0.04  # J_RLT's beta KL(pi_theta || pi_ref), pi_ref = the SFT teacher (SakanaAI/RLT: 0.04)
     micro_batch: int = 32
     gen_batch_size: int = 256
     seed: int = 0
@@ -164,11 +171,16 @@ class TeacherRLConfig:
         fields = cls.__dataclass_fields__
         return cls(**{keys.get(k, k): v for k, v in d.items() if keys.get(k, k) in fields})
 
+    def ppo(self) -> PPOConfig:
+        return PPOConfig(self.mini_batch * self.n_samples, self.micro_batch, self.temperature, self.clip_low,
+                         self.clip_high, self.clip_ratio_c, "token-mean", self.grad_clip, kl_coef=self.beta)
 
-def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: int, cfg: TeacherRLConfig
-                 ) -> dict[str, float]:
+
+def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: int, cfg: TeacherRLConfig,
+                 ref=None) -> dict[str, float]:
     """One GRPO step of the teacher on the RLT reward: sample explanations after the teacher prefix, score them
-    with the frozen student, (r - mean)/(std + 1e-4) per question, one clipped-surrogate epoch (token-mean)."""
+    with the frozen student at the sampling temperature (as SakanaAI/RLT), (r - mean)/(std + 1e-4) per question,
+    one clipped-surrogate epoch (token-mean) plus beta * KL(pi_theta || ref) (k3 estimator, as verl / TRL)."""
     t0 = time.perf_counter()
     n, G = cfg.n_samples, len(rows)
     prompts = [teacher_prompt(tok, r["question"], r["solution"]) for r in rows]
@@ -177,34 +189,22 @@ def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: i
     expl = [parse_explanation(t) for t in ro.texts]
     rep = [r for r in rows for _ in range(n)]
     sc = score_explanations(teacher, student, tok, [r["question"] for r in rep], [r["solution"] for r in rep], expl,
-                            cfg.alpha, cfg.lam, 1.0, cfg.micro_batch, cfg.missing_tag_penalty)
+                            cfg.alpha, cfg.lam, cfg.temperature, cfg.micro_batch, cfg.missing_tag_penalty)
     adv = rlt_advantages(sc["reward"].view(G, n)).reshape(-1)  # (B,)
     tok_adv = adv[:, None] * ro.response_mask  # (B, R): a sequence-level advantage on every token
     old_logp, _ = score_responses(teacher, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
                                   cfg.temperature, cfg.micro_batch)
-    teacher.train()
-    B, per = ro.response_ids.shape[0], cfg.mini_batch * n
-    losses, clips, norms = [], [], []
-    for s in range(0, B, per):
-        e = min(s + per, B)
-        n_tok = ro.response_mask[s:e].sum().clamp(min=1)
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for m0 in range(s, e, cfg.micro_batch):
-            sl = slice(m0, min(m0 + cfg.micro_batch, e))
-            logits = response_logits(teacher, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.response_ids[sl],
-                                     ro.response_mask[sl])
-            logp = token_logprobs(logits, ro.response_ids[sl], cfg.temperature)
-            pg, clipped, _ = surrogate_tokens(logp, old_logp[sl], tok_adv[sl], cfg.clip_low, cfg.clip_high)
-            scale = float(ro.response_mask[sl].sum() / n_tok)  # micro-batches sum to the mini-batch's token-mean
-            loss = agg_loss(pg, ro.response_mask[sl], "token-mean") * scale
-            loss.backward()
-            total += float(loss.detach())
-            m = ro.response_mask[sl].float()
-            clips.append(float((clipped.float() * m).sum() / m.sum().clamp(min=1)))
-        norms.append(float(torch.nn.utils.clip_grad_norm_(teacher.parameters(), cfg.grad_clip)))
-        optimizer.step()
-        losses.append(total)
+    ref_logp = None
+    if cfg.beta:
+        if ref is None:
+            raise ValueError("teacher RL with beta > 0 needs the reference teacher (ref)")
+        ref_logp, _ = score_responses(ref, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                      cfg.temperature, cfg.micro_batch)
+    objective = get_objective("pg")
+    plan = objective.plan(sc["reward"], None, ro.response_mask, None, None)
+    stats = ppo_update(teacher, optimizer, UpdateBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids,
+                                                       ro.response_mask, old_logp, tok_adv, plan, ref_logp),
+                       objective, None, cfg.ppo())
     teacher.eval()
     okf = sc["format_ok"].float()
     good = sc["format_ok"]
@@ -215,9 +215,10 @@ def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: i
         "r_kl": float(sc["r_kl"][good].mean()) if good.any() else 0.0,
         "format_ok": float(okf.mean()),
         "response_length": float(ro.lengths.float().mean()),
-        "loss": sum(losses) / len(losses),
-        "clip_frac": sum(clips) / max(1, len(clips)),
-        "grad_norm": sum(norms) / len(norms),
+        "loss": mean(stats["loss"]),
+        "clip_frac": mean(stats["clip_frac"]),
+        "kl_ref": mean(stats["kl"]),
+        "grad_norm": mean(stats["grad_norm"]),
         "lr": optimizer.param_groups[0]["lr"],
         "step_time": time.perf_counter() - t0,
     }
@@ -229,37 +230,27 @@ def train_teacher(teacher, student, tok, rows: Sequence[dict], cfg: TeacherRLCon
     """``cfg.steps`` teacher GRPO steps over question batches drawn without replacement from a seeded shuffle.
 
     With ``resume``, the training state (teacher, optimizer, scheduler, question order, history) is saved every
-    ``resume.every`` steps and loaded at start if present; sampling seeds depend only on the step index, so a
-    resumed run gives the numbers of an uninterrupted one.
+    ``resume.every`` steps and loaded at start if present (``rlrt.backends.local.loop``). The KL reference is a
+    copy of ``teacher`` taken before any resumed state is loaded, i.e. always the teacher RL started from.
     """
-    from rlrt.progress import progress
-
     student.requires_grad_(False)
+    ref = None
+    if cfg.beta:  # the reference policy of the KL term: the teacher as it enters RL (the SFT warm-up), frozen
+        ref = copy.deepcopy(teacher).eval()
+        ref.requires_grad_(False)
     opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 1.0 if cfg.warmup_steps <= 0 else min(1.0, (s + 1) / cfg.warmup_steps))
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    resume = resume or Resumable()
-    start, history = resume.load(teacher, opt, sched, rng)
-    if start:
-        order = resume.extra["order"]
-    bar = progress(range(start, cfg.steps), desc="rlt:teacher", unit="step", initial=start, total=cfg.steps)
-    for step in bar:
-        if len(order) < cfg.question_batch:
-            perm = list(range(len(rows)))
-            rng.shuffle(perm)
-            order.extend(perm)
-        idx, order = order[:cfg.question_batch], order[cfg.question_batch:]
-        m = teacher_step(teacher, student, tok, opt, [rows[i] for i in idx], step, cfg)
-        sched.step()
-        history.append(m)
-        if on_step:
-            on_step(m)
-        if resume.due(step + 1, cfg.steps):
-            resume.save(step + 1, teacher, opt, sched, rng, history, order=order)
-        bar.set_postfix(r=f"{m['reward_mean']:.3f}", ok=f"{m['format_ok']:.2f}", refresh=False)
-    return history
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_lr(s, cfg.warmup_steps))
+    state = train_loop.Loop(teacher, opt, sched, random.Random(cfg.seed), resume or Resumable())
+    order = QuestionOrder(len(rows), state.rng)
+    state.extra_state = lambda: {"order": order.pending}
+    state.restore = lambda extra: setattr(order, "pending", extra["order"])
+
+    def step_fn(step: int) -> dict:
+        return teacher_step(teacher, student, tok, opt, [rows[i] for i in order.next(cfg.question_batch)], step, cfg,
+                            ref)
+
+    return train_loop.run(state, step_fn, cfg.steps, desc="rlt:teacher", on_step=on_step,
+                          postfix=lambda m: {"r": f"{m['reward_mean']:.3f}", "ok": f"{m['format_ok']:.2f}"})
 
 
 @torch.no_grad()

@@ -1,0 +1,111 @@
+"""One PPO epoch over mini-batches of rollouts: the single update every local RL loop uses (policy RL and the RLT
+teacher's RL). The per-token loss comes from a registered objective (``rlrt.methods.objectives``); this module
+only slices, accumulates gradients and steps the optimizer.
+
+Mini-batches are whole groups in sampling order; each is split into micro-batches whose gradients are weighted so
+that their sum equals the whole mini-batch's aggregate (token-mean: by their share of loss tokens). A mini-batch
+with no loss token (SDPO with no context anywhere in it) takes no optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from rlrt.backends.local.rollout import response_logits
+from rlrt.methods.losses import agg_loss, kl_penalty_low_var, token_logprobs
+from rlrt.methods.objectives import MicroBatch, Objective, Plan
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """The update's knobs (the ``rl`` block's, or ``rlt.teacher_rl``'s)."""
+
+    rows_per_minibatch: int  # questions per mini-batch x rollouts per question
+    micro_batch: int
+    temperature: float
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    clip_ratio_c: Optional[float] = 3.0
+    loss_agg: str = "token-mean"
+    grad_clip: float = 1.0
+    kl_coef: float = 0.0  # β of a KL(π_θ ‖ π_ref) term (k3 estimator); needs ``ref_logp``
+
+
+@dataclass(frozen=True)
+class UpdateBatch:
+    """B rows: left-padded prompts (B, P), right-padded responses (B, R), and what the objective needs."""
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    response_ids: Tensor
+    response_mask: Tensor
+    old_logp: Tensor  # (B, R)
+    token_adv: Tensor  # (B, R)
+    plan: Plan
+    ref_logp: Optional[Tensor] = None  # (B, R) reference policy (kl_coef > 0)
+
+
+def _rows(plan: Plan, sl: slice) -> Plan:
+    return replace(plan, pg_rows=plan.pg_rows[sl], distill_rows=plan.distill_rows[sl],
+                   distill_weight=plan.distill_weight[sl], loss_mask=plan.loss_mask[sl])
+
+
+def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, settings: object, cfg: PPOConfig,
+               teacher_logits: Optional[Callable[[slice], Tensor]] = None) -> dict[str, list[float]]:
+    """One epoch over ``batch``; returns per-mini-batch ``loss``/``grad_norm`` and per-micro-batch ``clip_frac``,
+    ``approx_kl``, ``distill``, ``kl`` lists (empty where undefined).
+
+    ``teacher_logits(sl)`` gives the teacher view's logits (b, R, V) for rows ``sl`` (logit-level objectives).
+    """
+    if cfg.kl_coef and batch.ref_logp is None:
+        raise ValueError("kl_coef > 0 needs ref_logp")
+    model.train()
+    B = batch.response_ids.shape[0]
+    loss_mask = batch.plan.loss_mask
+    stats: dict[str, list[float]] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "distill": [],
+                                     "kl": []}
+    for s in range(0, B, cfg.rows_per_minibatch):
+        mb_end = min(s + cfg.rows_per_minibatch, B)
+        n_tok = loss_mask[s:mb_end].sum()
+        if n_tok == 0:
+            continue  # nothing to learn from in this mini-batch (e.g. SDPO rows without a context): no step
+        optimizer.zero_grad(set_to_none=True)
+        mb_loss = 0.0
+        for m0 in range(s, mb_end, cfg.micro_batch):
+            sl = slice(m0, min(m0 + cfg.micro_batch, mb_end))
+            logits = response_logits(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.response_ids[sl],
+                                     batch.response_mask[sl])
+            logp = token_logprobs(logits, batch.response_ids[sl], cfg.temperature)
+            mb = MicroBatch(logits, logp, batch.old_logp[sl], batch.token_adv[sl], batch.response_mask[sl],
+                            _rows(batch.plan, sl), (lambda sl=sl: teacher_logits(sl)) if teacher_logits else None,
+                            cfg.temperature, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
+            terms = objective.terms(mb, settings)
+            tok_loss = terms.token_loss
+            if cfg.kl_coef:
+                kl = kl_penalty_low_var(logp, batch.ref_logp[sl])
+                tok_loss = tok_loss + cfg.kl_coef * kl
+                stats["kl"].append(float((kl.detach() * mb.mask).sum() / mb.mask.sum().clamp(min=1)))
+            loss = agg_loss(tok_loss, loss_mask[sl], cfg.loss_agg)
+            if cfg.loss_agg == "token-mean":
+                scale = float(loss_mask[sl].sum() / n_tok.clamp(min=1))
+            else:
+                scale = (sl.stop - sl.start) / (mb_end - s)
+            (loss * scale).backward()
+            mb_loss += float(loss.detach() * scale)
+            for key in ("clip_frac", "approx_kl", "distill"):
+                value = getattr(terms, key)
+                if value is not None:
+                    stats[key].append(value)
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        stats["loss"].append(mb_loss)
+        stats["grad_norm"].append(float(gn))
+    return stats
+
+
+def mean(values: list[float], default: float = 0.0) -> float:
+    return sum(values) / len(values) if values else default
