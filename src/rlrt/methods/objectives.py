@@ -94,19 +94,16 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {}
 
 
-def register_objective(name: str, description: str, *, uses_teacher_logits: bool = False,
-                       uses_teacher_entropy: bool = False, gate: str = "-", direction: str = "-"):
-    """``register_objective(name, ...)((plan, terms))`` adds an objective under ``name`` (refuses a duplicate)."""
-
-    def wrap(pair: tuple[Callable[..., Plan], Callable[[MicroBatch, object], Terms]]):
-        plan, terms = pair
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        OBJECTIVES[name] = Objective(name, plan, terms, description, uses_teacher_logits, uses_teacher_entropy, gate,
-                                     direction)
-        return pair
-
-    return wrap
+def register_objective(name: str, plan: Callable[..., Plan], terms: Callable[[MicroBatch, object], Terms],
+                       description: str, *, uses_teacher_logits: bool = False, uses_teacher_entropy: bool = False,
+                       gate: str = "-", direction: str = "-") -> Objective:
+    """Add an objective under ``name`` (refuses a duplicate); ``description``/``gate``/``direction`` are its
+    Table 4 cells."""
+    if name in OBJECTIVES:
+        raise ValueError(f"objective {name!r} registered twice")
+    OBJECTIVES[name] = Objective(name, plan, terms, description, uses_teacher_logits, uses_teacher_entropy, gate,
+                                 direction)
+    return OBJECTIVES[name]
 
 
 def get_objective(name: str) -> Objective:
@@ -201,11 +198,12 @@ def srpo_terms(mb: MicroBatch, settings: object) -> Terms:
     return Terms(loss, clip_frac, approx_kl, distill)
 
 
-register_objective("pg", "clipped surrogate on token advantages")((all_rows_plan, pg_terms))
-register_objective("pg_entropy", "clipped surrogate - entropy_coeff * H (loss-level entropy bonus)",
-                   direction="uniform token-level entropy")((all_rows_plan, pg_entropy_terms))
-register_objective("sdpo", "logit-level JSD(P_S, P_T) over student top-K", uses_teacher_logits=True,
-                   gate="all (with a context)", direction="P_S -> P_T")((sdpo_plan, sdpo_terms))
-register_objective("srpo", "surrogate if r=1; SDPO loss x exp(-beta H_T) if r=0", uses_teacher_logits=True,
-                   uses_teacher_entropy=True, gate="route by r",
-                   direction="P_S -> P_T on r=0")((srpo_plan, srpo_terms))
+register_objective("pg", all_rows_plan, pg_terms, "clipped surrogate on token advantages")
+register_objective("pg_entropy", all_rows_plan, pg_entropy_terms,
+                   "clipped surrogate - entropy_coeff * H (loss-level entropy bonus)",
+                   direction="uniform token-level entropy")
+register_objective("sdpo", sdpo_plan, sdpo_terms, "logit-level JSD(P_S, P_T) over student top-K",
+                   uses_teacher_logits=True, gate="all (with a context)", direction="P_S -> P_T")
+register_objective("srpo", srpo_plan, srpo_terms, "surrogate if r=1; SDPO loss x exp(-beta H_T) if r=0",
+                   uses_teacher_logits=True, uses_teacher_entropy=True, gate="route by r",
+                   direction="P_S -> P_T on r=0")
