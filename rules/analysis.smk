@@ -22,7 +22,7 @@ def analysis_cfg(name, **extra):
 
 
 def analysis_data(name):
-    return f"{R}/data/{ANALYSIS[name]['split']}.jsonl"
+    return data_file(ANALYSIS[name]["split"])
 
 
 def run_models(name):
@@ -49,9 +49,9 @@ if "heatmaps" in ANALYSIS:
             json=f"{R}/analysis/heatmaps.json",
         params:
             cfg=analysis_cfg("heatmaps"),
-        threads: 1
+        threads: stage_threads("analysis")
         resources:
-            mem_mb=4000,
+            **stage_resources("analysis"),
         log:
             f"{R}/logs/analysis/heatmaps.log",
         benchmark:
@@ -84,9 +84,9 @@ if "markers" in ANALYSIS:
             json=f"{R}/analysis/markers.json",
         params:
             cfg=analysis_cfg("markers"),
-        threads: 1
+        threads: stage_threads("analysis")
         resources:
-            mem_mb=4000,
+            **stage_resources("analysis"),
         log:
             f"{R}/logs/analysis/markers.log",
         benchmark:
@@ -118,9 +118,9 @@ if "reflection" in ANALYSIS:
             json=f"{R}/analysis/reflection.json",
         params:
             cfg=analysis_cfg("reflection", rl_steps=config["rl"]["steps"]),
-        threads: 1
+        threads: stage_threads("analysis")
         resources:
-            mem_mb=4000,
+            **stage_resources("analysis"),
         log:
             f"{R}/logs/analysis/reflection.log",
         benchmark:
@@ -150,9 +150,9 @@ if "shift" in ANALYSIS:
             json=f"{R}/analysis/shift.json",
         params:
             cfg=analysis_cfg("shift"),
-        threads: 1
+        threads: stage_threads("analysis")
         resources:
-            mem_mb=4000,
+            **stage_resources("analysis"),
         log:
             f"{R}/logs/analysis/shift.log",
         benchmark:

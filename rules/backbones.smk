@@ -1,18 +1,25 @@
-# Base checkpoints: S-base / M-base pretrained from scratch; S-instruct / M-thinking SFT'd from their parent.
+# Backbone checkpoints: the stand-ins S-base / M-base pretrained from scratch, S-instruct / M-thinking SFT'd from
+# their parent; paper scale (mode: hub): pretrained weights staged from the hub (pinned revision) or a local copy.
 
 
 def backbone_inputs(wildcards):
     b = config["backbones"][wildcards.backbone]
-    inputs = {"data": f"{R}/data/train.jsonl", "track": tracking_input()}
+    inputs = {"track": tracking_input()}
     if b["mode"] == "pretrain":
-        inputs["tokenizer"] = f"{R}/tokenizer"
-    else:
-        inputs["parent"] = checkpoint_dir(b["parent"])
+        inputs.update(data=data_file("train"), tokenizer=f"{R}/tokenizer")
+    elif b["mode"] == "sft":
+        inputs.update(data=data_file("train"), parent=checkpoint_dir(b["parent"]))
     return inputs
 
 
 def backbone_source_args(wildcards, input):
-    return f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else f"--parent {input.parent}"
+    keys = input.keys()
+    args = [f"--data {input.data}"] if "data" in keys else []
+    if "tokenizer" in keys:
+        args.append(f"--tokenizer {input.tokenizer}")
+    if "parent" in keys:
+        args.append(f"--parent {input.parent}")
+    return " ".join(args)
 
 
 rule backbone:
@@ -24,9 +31,9 @@ rule backbone:
     params:
         cfg=lambda w: as_json(backbone_cfg(w.backbone)),
         source=backbone_source_args,
-    threads: 1
+    threads: stage_threads("backbone")
     resources:
-        mem_mb=4000,
+        **stage_resources("backbone"),
     log:
         f"{R}/logs/backbone/{{backbone}}.log",
     benchmark:
@@ -34,5 +41,5 @@ rule backbone:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.backbone --cfg {params.cfg:q} --threads {threads} --data {input.data} "
+        "{PYTHON} -m rlrt.stages.backbone --cfg {params.cfg:q} --threads {threads} "
         "{params.source} --out {output.model} --metrics {output.metrics} > {log} 2>&1"

@@ -3,18 +3,23 @@ import json
 import os
 import re
 
-from rlrt.config import ConfigError, parse_run_id, planned_runs, run_config, sweep_runs, validate
+from rlrt.config import (ConfigError, check_backend_installed, data_splits, parse_run_id, planned_runs, run_config,
+                         sweep_runs, table1_methods, validate)
 
 try:
     validate(config)
+    # backend: verl needs verl where the jobs run: here, unless --sdm conda / apptainer brings the GPU environment
+    check_backend_installed(config, software_deployment=bool(workflow.deployment_settings.deployment_method))
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 
+BACKEND = config["backend"]
 R = config["results"]
 # The interpreter of the job's environment: `python` on PATH -- the conda env under `--sdm conda`, else the one
 # the caller puts first on PATH (`make` and the tests put the venv's bin/ there), never the driver's own path.
 PYTHON = "python"
-BACKBONES = list(config["backbones"])
+BACKBONES = list(config["rl_backbones"])  # Table 1's rows: RL'd with every method of methods.run
+ALL_BACKBONES = list(config["backbones"])  # also those used by name only (RLT teacher / students)
 METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
 RUNS = planned_runs(config)  # backbone -> every RL run there (methods.run + extra runs + sweep points)
 EXP = config.get("experiments") or {}
@@ -25,7 +30,8 @@ if config["tracking"]["enabled"]:
         "artifact_root": f"{R}/mlflow/artifacts",
         **config["tracking"],
     }
-ENV = "../envs/rlrt.yaml"
+# The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
+ENV = "../envs/rlrt.yaml" if BACKEND == "local" else "../envs/gpu.yaml"
 # envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,
 # so a path relative to it would miss the repository; conda's pip expands the variable from this environment.
 os.environ["RLRT_ROOT"] = str(workflow.basedir)
@@ -36,13 +42,56 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    backbone=_alternatives(BACKBONES),
+    backbone=_alternatives(ALL_BACKBONES),
     run=_alternatives(["base"] + [r for rs in RUNS.values() for r in rs]),
     split="[a-z][a-z0-9_]*",
 
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+# ---- scheduler resources: resources.<kind> over resources.default (SLURM flags via the slurm executor) ----
+
+def stage_resources(kind):
+    """Snakemake resources of one job of stage ``kind``: mem_mb (--mem), runtime in minutes (-t), cpus_per_task,
+    and, only when set, gpu (+ gpu_model: --gpus) and slurm_partition."""
+    r = {**config["resources"]["default"], **(config["resources"].get(kind) or {})}
+    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "cpus_per_task": r["cpus"]}
+    if r.get("gpus"):
+        out["gpu"] = r["gpus"]
+        if r.get("gpu_model"):
+            out["gpu_model"] = r["gpu_model"]
+    if r.get("partition"):
+        out["slurm_partition"] = r["partition"]
+    return out
+
+
+def stage_threads(kind):
+    return stage_resources(kind)["cpus_per_task"]
+
+
+def stage_gpus(kind):
+    """GPUs of one job of ``kind``, passed to the backend (verl's trainer.n_gpus_per_node)."""
+    return stage_resources(kind).get("gpu", 0)
+
+
+def backend_cfg(kind):
+    """What every training / evaluation stage needs to know about the engine it runs on."""
+    return {"backend": BACKEND, "verl": config.get("verl") if BACKEND == "verl" else None, "gpus": stage_gpus(kind)}
+
+
+# ---- data: one file per split; synthetic splits are JSONL (one job), hub data sets parquet (one job each) ----
+
+DATA_EXT = "parquet" if config["data"]["source"] == "hub" else "jsonl"
+
+
+def data_file(split):
+    return f"{R}/data/{split}.{DATA_EXT}"
+
+
+def test_data_files(splits=None):
+    return [data_file(s) for s in (splits or config["data"]["test_splits"])]
 
 
 def tracking_input():
@@ -75,6 +124,7 @@ def rl_cfg(backbone, run):
         "seed": config["seed"],
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
+        **backend_cfg("rl"),
     }
 
 
@@ -85,14 +135,15 @@ def eval_cfg(backbone, run, **override):
         "backbone": backbone,
         "method": run,
         "seed": config["seed"],
-        "max_new_tokens": config["backbones"][backbone]["max_response_length"],
+        "max_new_tokens": config["eval"].get("max_new_tokens") or config["backbones"][backbone]["max_response_length"],
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
+        **backend_cfg("evaluate"),
     }
 
 
 def eval_files():
-    return [f"{R}/eval/{b}/{m}.json" for b in BACKBONES for m in ["base"] + METHODS]
+    return [f"{R}/eval/{b}/{m}.json" for b in BACKBONES for m in ["base"] + table1_methods(config, b)]
 
 
 def run_metrics(runs=None):
@@ -104,6 +155,12 @@ def run_metrics(runs=None):
 def passk_files():
     f8 = EXP.get("fig8")
     return [f"{R}/eval_passk/{f8['backbone']}/{r}.json" for r in f8["runs"]] if f8 else []
+
+
+# Cheap rules run on the driver, never as cluster jobs.
+localrules:
+    all,
+    mlflow_init,
 
 
 # Final targets of `rule all`: each rule file appends the outputs it contributes (ALL_OUTPUTS.extend([...])).

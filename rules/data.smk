@@ -1,4 +1,6 @@
-# Dataset prep and tokenizer: synthetic verifiable task from a seed; byte-level BPE trained on it.
+# Data: the synthetic verifiable task from a seed (the embedded default) or one job per real data set (paper
+# scale: data.source hub, read with `datasets` by hub id + revision or from a local copy); the tokenizer of the
+# stand-in backbones (byte-level BPE trained on the synthetic train split).
 
 
 rule prepare_data:
@@ -7,6 +9,9 @@ rule prepare_data:
     params:
         cfg=as_json(config["data"]),
         out_dir=f"{R}/data",
+    threads: stage_threads("prepare")
+    resources:
+        **stage_resources("prepare"),
     log:
         f"{R}/logs/prepare_data.log",
     benchmark:
@@ -17,6 +22,25 @@ rule prepare_data:
         "{PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
+rule prepare_dataset:
+    """One real data set -> the normalised parquet (id, question, answer, solution, source)."""
+    output:
+        f"{R}/data/{{split}}.parquet",
+    params:
+        cfg=lambda w: as_json({**config["data"]["datasets"][w.split], "split": w.split, "seed": config["seed"]}),
+    threads: stage_threads("prepare")
+    resources:
+        **stage_resources("prepare"),
+    log:
+        f"{R}/logs/prepare_dataset/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_dataset/{{split}}.tsv"
+    conda:
+        ENV
+    shell:
+        "{PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+
+
 rule tokenizer:
     input:
         train=f"{R}/data/train.jsonl",
@@ -24,6 +48,9 @@ rule tokenizer:
         directory(f"{R}/tokenizer"),
     params:
         cfg=as_json({**config["tokenizer"], "seed": config["seed"]}),
+    threads: stage_threads("prepare")
+    resources:
+        **stage_resources("prepare"),
     log:
         f"{R}/logs/tokenizer.log",
     benchmark:

@@ -4,15 +4,15 @@
 rule evaluate:
     input:
         model=lambda w: model_for(w.backbone, w.run),
-        data=expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
+        data=test_data_files(),
         track=tracking_input(),
     output:
         f"{R}/eval/{{backbone}}/{{run}}.json",
     params:
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run)),
-    threads: 1
+    threads: stage_threads("evaluate")
     resources:
-        mem_mb=4000,
+        **stage_resources("evaluate"),
     log:
         f"{R}/logs/evaluate/{{backbone}}/{{run}}.log",
     benchmark:
@@ -35,7 +35,7 @@ rule evaluate_passk:
     """Fig 8: n samples per test problem (paper: 256) for pass@k, k = 1..n, with the unbiased estimator."""
     input:
         model=lambda w: model_for(w.backbone, w.run),
-        data=expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
+        data=test_data_files(),
         track=tracking_input(),
     output:
         f"{R}/eval_passk/{{backbone}}/{{run}}.json",
@@ -43,9 +43,9 @@ rule evaluate_passk:
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run, n=EXP["fig8"]["n"],
                                        ks=fig8_ks(),
                                        max_problems=EXP["fig8"].get("max_problems"), stage="eval_passk")),
-    threads: 1
+    threads: stage_threads("evaluate")
     resources:
-        mem_mb=4000,
+        **stage_resources("evaluate"),
     log:
         f"{R}/logs/evaluate_passk/{{backbone}}/{{run}}.log",
     benchmark:

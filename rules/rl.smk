@@ -5,7 +5,7 @@
 rule rl:
     input:
         model=lambda w: checkpoint_dir(w.backbone),
-        data=f"{R}/data/train.jsonl",
+        data=data_file("train"),
         track=tracking_input(),
     output:
         model=directory(f"{R}/runs/{{backbone}}/{{run}}/model"),
@@ -13,9 +13,9 @@ rule rl:
         metrics=f"{R}/runs/{{backbone}}/{{run}}/metrics.json",
     params:
         cfg=lambda w: as_json(rl_cfg(w.backbone, w.run)),
-    threads: 1
+    threads: stage_threads("rl")
     resources:
-        mem_mb=6000,
+        **stage_resources("rl"),
     log:
         f"{R}/logs/rl/{{backbone}}/{{run}}.log",
     benchmark:

@@ -11,6 +11,7 @@ RLT = config.get("rlt")
 
 if RLT:
     RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies
+    RLT_SPLITS = RLT.get("test_splits") or config["data"]["test_splits"]  # RLT paper: AIME24, MATH500, GPQA
     RLT_MODELS = rlt_models(RLT)  # the models of each RLT table / figure (shared with rlrt.stages.tables)
     RLT_TABLE1 = RLT_MODELS["table1"]
     RLT_TABLE2 = RLT_MODELS["table2"]
@@ -37,13 +38,19 @@ if RLT:
         return {"seed": config["seed"], "tracking": TRACK, **{k: RLT[k] for k in keys}, **extra}
 
     wildcard_constraints:
-        student=_alternatives(BACKBONES),
+        student=_alternatives(ALL_BACKBONES),
         sftdata="rlt|rlt_small|reference|reference_small|countdown|rank[0-9]+",
         rltask="grpo|cdgrpo",
         init="base|sft-[a-z0-9_]+",
         model="base|sft-[a-z0-9_]+|(cd)?grpo-(base|sft-[a-z0-9_]+)",
         task="arithmetic|countdown",
         trace_set="arithmetic|countdown",
+
+    localrules:
+        rlt_table1,
+        rlt_table2,
+        rlt_countdown_figure,
+        rlt_reward_rank_figure,
 
     ALL_OUTPUTS.extend([
         f"{R}/tables/rlt_table1.csv", f"{R}/tables/rlt_table1.md",
@@ -53,7 +60,7 @@ if RLT:
 
     rule rlt_data:
         input:
-            train=f"{R}/data/train.jsonl",
+            train=data_file(RLT.get("data_split", "train")),
         output:
             questions=f"{R}/rlt/data/questions.jsonl",
             cd_train=f"{R}/rlt/data/countdown_train.jsonl",
@@ -61,6 +68,9 @@ if RLT:
         params:
             cfg=as_json(rlt_slice("n_questions", "n_small", "countdown", tracking=None)),
             out_dir=f"{R}/rlt/data",
+        threads: stage_threads("prepare")
+        resources:
+            **stage_resources("prepare"),
         log:
             f"{R}/logs/rlt/data.log",
         benchmark:
@@ -81,7 +91,9 @@ if RLT:
             metrics=f"{R}/rlt/teacher/sft.json",
         params:
             cfg=as_json(rlt_slice("teacher", "teacher_sft")),
-        threads: 1
+        threads: stage_threads("rlt_train")
+        resources:
+            **stage_resources("rlt_train"),
         log:
             f"{R}/logs/rlt/teacher_sft.log",
         benchmark:
@@ -103,9 +115,9 @@ if RLT:
             metrics=f"{R}/rlt/teacher/rl.json",
         params:
             cfg=as_json(rlt_slice("teacher_rl", "reward_student")),
-        threads: 1
+        threads: stage_threads("rlt_train")
         resources:
-            mem_mb=6000,
+            **stage_resources("rlt_train"),
         log:
             f"{R}/logs/rlt/teacher_rl.log",
         benchmark:
@@ -131,7 +143,9 @@ if RLT:
             cfg=lambda w: as_json({"name": w.trace_set, "seed": config["seed"], "tracking": TRACK,
                                    "temperature": RLT["distill"]["temperature"],
                                    "max_new_tokens": RLT["teacher_rl"]["max_new_tokens"]}),
-        threads: 1
+        threads: stage_threads("rlt_generate")
+        resources:
+            **stage_resources("rlt_generate"),
         log:
             f"{R}/logs/rlt/distill_{{trace_set}}.log",
         benchmark:
@@ -157,7 +171,9 @@ if RLT:
                                   alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"],
                                   reward_temperature=RLT["teacher_rl"]["temperature"])),
             out_dir=f"{R}/rlt/traces/rank",
-        threads: 1
+        threads: stage_threads("rlt_generate")
+        resources:
+            **stage_resources("rlt_generate"),
         log:
             f"{R}/logs/rlt/reward_rank_data.log",
         benchmark:
@@ -182,7 +198,9 @@ if RLT:
             cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
                                    "data": w.sftdata, "student": w.student, "seed": config["seed"],
                                    "tracking": TRACK}),
-        threads: 1
+        threads: stage_threads("rlt_train")
+        resources:
+            **stage_resources("rlt_train"),
         log:
             f"{R}/logs/rlt/students/{{student}}/sft-{{sftdata}}.log",
         benchmark:
@@ -201,22 +219,23 @@ if RLT:
                 "backbone": {"name": w.student, "kind": config["backbones"][w.student]["kind"]},
                 "max_response_length": RLT["max_response_length"], "seed": config["seed"],
                 "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
-                "task": "countdown" if w.rltask == "cdgrpo" else "arithmetic", "stage": "rlt_rl"}
+                "task": "countdown" if w.rltask == "cdgrpo" else "arithmetic", "stage": "rlt_rl",
+                **backend_cfg("rlt_train")}
 
     rule rlt_rl:
         """Cold-start GRPO (correctness reward) on the main task (grpo-) or directly on countdown (cdgrpo-)."""
         input:
             model=lambda w: rlt_model(w.student, w.init),
-            data=lambda w: f"{R}/rlt/data/countdown_train.jsonl" if w.rltask == "cdgrpo" else f"{R}/data/train.jsonl",
+            data=lambda w: f"{R}/rlt/data/countdown_train.jsonl" if w.rltask == "cdgrpo" else data_file("train"),
             track=tracking_input(),
         output:
             model=directory(f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/model"),
             metrics=f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/metrics.json",
         params:
             cfg=lambda w: as_json(rlt_rl_cfg(w)),
-        threads: 1
+        threads: stage_threads("rlt_train")
         resources:
-            mem_mb=6000,
+            **stage_resources("rlt_train"),
         log:
             f"{R}/logs/rlt/students/{{student}}/{{rltask}}-{{init}}.log",
         benchmark:
@@ -231,7 +250,7 @@ if RLT:
         input:
             model=lambda w: rlt_model(w.student, w.model),
             data=lambda w: [f"{R}/rlt/data/countdown_test.jsonl"] if w.task == "countdown"
-            else expand(f"{R}/data/{{split}}.jsonl", split=config["data"]["test_splits"]),
+            else test_data_files(RLT_SPLITS),
             track=tracking_input(),
         output:
             f"{R}/rlt/eval/{{student}}/{{model}}/{{task}}.json",
@@ -239,8 +258,11 @@ if RLT:
             cfg=lambda w: as_json({**config["eval"], **RLT["eval"], "backbone": w.student, "method": w.model,
                                    "task": w.task, "stage": "rlt_eval", "seed": config["seed"],
                                    "max_new_tokens": RLT["max_response_length"],
-                                   "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK}),
-        threads: 1
+                                   "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
+                                   **backend_cfg("evaluate")}),
+        threads: stage_threads("evaluate")
+        resources:
+            **stage_resources("evaluate"),
         log:
             f"{R}/logs/rlt/eval/{{student}}/{{model}}/{{task}}.log",
         benchmark:
@@ -259,7 +281,7 @@ if RLT:
             csv=report(f"{R}/tables/rlt_table1.csv", category="RLT", labels={"table": "RLT Table 1"}),
             md=f"{R}/tables/rlt_table1.md",
         params:
-            cfg=as_json({"splits": config["data"]["test_splits"], "n": RLT["eval"]["n"],
+            cfg=as_json({"splits": RLT_SPLITS, "n": RLT["eval"]["n"],
                          "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
         log:
             f"{R}/logs/tables/rlt_table1.log",
@@ -279,7 +301,7 @@ if RLT:
             csv=report(f"{R}/tables/rlt_table2.csv", category="RLT", labels={"table": "RLT Table 2"}),
             md=f"{R}/tables/rlt_table2.md",
         params:
-            cfg=as_json({"splits": config["data"]["test_splits"], "n": RLT["eval"]["n"],
+            cfg=as_json({"splits": RLT_SPLITS, "n": RLT["eval"]["n"],
                          "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
         log:
             f"{R}/logs/tables/rlt_table2.log",
@@ -318,7 +340,7 @@ if RLT:
             png=report(f"{R}/figures/rlt_reward_rank.png", category="RLT", labels={"figure": "reward rank"}),
             json=f"{R}/rlt/reward_rank.json",
         params:
-            cfg=as_json({"n": RLT["eval"]["n"], "splits": config["data"]["test_splits"]}),
+            cfg=as_json({"n": RLT["eval"]["n"], "splits": RLT_SPLITS}),
         log:
             f"{R}/logs/figures/rlt_reward_rank.log",
         benchmark:

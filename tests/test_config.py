@@ -47,16 +47,24 @@ def test_bad_value_names_the_key(cfg, mutate, key):
     assert f"'{key}'" in msg and "\n" not in msg
 
 
-def test_only_the_local_backend_runs(cfg):
-    """``backend: verl`` passes the schema but has no engine yet: validate stops instead of running on the CPU."""
-    bad = copy.deepcopy(cfg)
-    bad["backend"] = "verl"
+def test_verl_backend_needs_verl_where_the_jobs_run(cfg, monkeypatch):
+    """``backend: verl`` without verl importable (and no --sdm bringing the GPU environment) stops before any job
+    with one line naming the key; under --sdm, or with verl installed, it passes; local never needs verl."""
+    import importlib.util
+
+    from rlrt.config import check_backend_installed
+
+    verl_cfg = {**copy.deepcopy(cfg), "backend": "verl"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "verl" else real(name, *a))
     with pytest.raises(ConfigError) as e:
-        validate(bad)
+        check_backend_installed(verl_cfg, software_deployment=False)
     msg = str(e.value)
-    assert msg.startswith("config key 'backend': 'verl' is not implemented yet (only 'local' runs)")
-    assert "\n" not in msg
-    assert validate(copy.deepcopy(cfg))["backend"] == "local"
+    assert msg.startswith("config key 'backend': verl is not installed in this environment") and "\n" not in msg
+    check_backend_installed(verl_cfg, software_deployment=True)  # the jobs' conda env / container has it
+    check_backend_installed(cfg, software_deployment=False)  # local
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    check_backend_installed(verl_cfg, software_deployment=False)  # verl 0.9.1 is installed with the test extras
 
 
 def test_missing_required_key_names_its_block(cfg):

@@ -45,19 +45,43 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
     return cfg
 
 
+def data_splits(cfg: dict[str, Any]) -> list[str]:
+    """The split names the data rules produce: ``data.splits`` (synthetic) or ``data.datasets`` (hub)."""
+    d = cfg["data"]
+    return list(d["datasets"] if d["source"] == "hub" else d["splits"])
+
+
+def check_backend_installed(cfg: dict[str, Any], software_deployment: bool) -> None:
+    """``backend: verl`` with jobs running in this interpreter's environment (no ``--sdm conda/apptainer``) needs
+    verl importable here, or every GPU job would fail hours into the queue. Under ``--sdm`` the jobs bring their
+    own environment (envs/gpu.yaml, envs/gpu.def) and the driver needs no verl."""
+    import importlib.util
+
+    if cfg["backend"] == "verl" and not software_deployment and importlib.util.find_spec("verl") is None:
+        raise ConfigError("config key 'backend': verl is not installed in this environment; install the GPU "
+                          "environment (envs/gpu.yaml), run with --sdm conda / --sdm apptainer, or set backend: local")
+
+
 def _cross_checks(cfg: dict[str, Any]) -> None:
-    if cfg["backend"] != "local":  # the schema names verl (paper scale) ahead of its engine: refuse, don't fall back
-        raise ConfigError(f"config key 'backend': {cfg['backend']!r} is not implemented yet (only 'local' runs); "
-                          f"set backend: local")
-    splits = cfg["data"]["splits"]
-    for name in cfg["data"]["test_splits"]:
+    data = cfg["data"]
+    if data["source"] == "hub" and not data.get("datasets"):
+        raise ConfigError("config key 'data.datasets': data.source is hub but no data set is configured")
+    splits = data_splits(cfg)
+    if "train" not in splits:
+        raise ConfigError("config key 'data.datasets': no 'train' split (the RL training set)")
+    for name in data["test_splits"]:
         if name not in splits:
-            raise ConfigError(f"config key 'data.test_splits': split {name!r} is not defined in data.splits")
+            where = "data.datasets" if data["source"] == "hub" else "data.splits"
+            raise ConfigError(f"config key 'data.test_splits': split {name!r} is not defined in {where}")
         if name == "train":
             raise ConfigError("config key 'data.test_splits': the train split cannot be a test split")
-    for name, s in splits.items():
-        if s["min_digits"] > s["max_digits"]:
-            raise ConfigError(f"config key 'data.splits.{name}.min_digits': larger than max_digits")
+    if data["source"] == "synthetic":
+        for name, s in data["splits"].items():
+            if s["min_digits"] > s["max_digits"]:
+                raise ConfigError(f"config key 'data.splits.{name}.min_digits': larger than max_digits")
+    for b in cfg["rl_backbones"]:
+        if b not in cfg["backbones"]:
+            raise ConfigError(f"config key 'rl_backbones': unknown backbone {b!r} (not in backbones)")
     for name, b in cfg["backbones"].items():
         if b["mode"] == "sft":
             parent = b["parent"]
@@ -72,7 +96,7 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         if k > cfg["eval"]["n"]:
             raise ConfigError(f"config key 'eval.ks': k={k} is larger than eval.n={cfg['eval']['n']}")
     exp = cfg.get("experiments") or {}
-    backbones = set(cfg["backbones"])
+    backbones = set(cfg["rl_backbones"])  # RL runs live on these
     for method, bbs in (exp.get("extra_runs") or {}).items():
         for b in bbs:
             if b not in backbones:
@@ -114,7 +138,7 @@ def _method_checks(cfg: dict[str, Any]) -> None:
     from rlrt.methods.registry import get_method
     from rlrt.methods.settings import field_names
 
-    blocks = [(f"methods.{m}", m, v) for m, v in cfg["methods"].items() if m != "run"]
+    blocks = [(f"methods.{m}", m, v) for m, v in cfg["methods"].items() if m not in ("run", "skip")]
     for kind, per in (cfg.get("method_overrides") or {}).items():
         blocks += [(f"method_overrides.{kind}.{m}", m, v) for m, v in (per or {}).items()]
     for where, method, values in blocks:
@@ -139,8 +163,15 @@ def _rlt_checks(cfg: dict[str, Any]) -> None:
     for b in rlt["students"]:
         if b not in cfg["backbones"]:
             raise ConfigError(f"config key 'rlt.students': unknown backbone {b!r}")
-    if rlt["n_questions"] > cfg["data"]["splits"]["train"]["n"]:
-        raise ConfigError("config key 'rlt.n_questions': more than the train split has (data.splits.train.n)")
+    for name in rlt.get("test_splits") or []:
+        if name not in data_splits(cfg) or name == "train":
+            raise ConfigError(f"config key 'rlt.test_splits': {name!r} is not a test split ({data_splits(cfg)})")
+    split = rlt.get("data_split", "train")
+    if split not in data_splits(cfg):
+        raise ConfigError(f"config key 'rlt.data_split': {split!r} is not a data split ({data_splits(cfg)})")
+    if cfg["data"]["source"] == "synthetic" and rlt["n_questions"] > cfg["data"]["splits"][split]["n"]:
+        raise ConfigError(f"config key 'rlt.n_questions': more than the {split} split has "
+                          f"(data.splits.{split}.n)")
     if rlt["n_small"] >= rlt["n_questions"]:
         raise ConfigError("config key 'rlt.n_small': must be smaller than rlt.n_questions")
     if rlt["reward_rank"]["n_questions"] > rlt["n_questions"]:
@@ -181,10 +212,11 @@ def _analysis_checks(cfg: dict[str, Any]) -> None:
         b = block["backbone"]
         if b not in cfg["backbones"]:
             raise ConfigError(f"config key '{key}.backbone': unknown backbone {b!r}")
-        if block["split"] not in cfg["data"]["splits"]:
-            raise ConfigError(f"config key '{key}.split': split {block['split']!r} is not defined in data.splits")
+        if block["split"] not in data_splits(cfg):
+            raise ConfigError(f"config key '{key}.split': split {block['split']!r} is not a data split "
+                              f"({data_splits(cfg)})")
         for run in block.get("runs") or [block.get("run", "base")]:
-            if run != "base" and run not in runs[b]:
+            if run != "base" and run not in runs.get(b, []):
                 raise ConfigError(f"config key '{key}': run {run!r} is not trained on {b!r} (trained there: "
                                   f"{runs[b]})")
     h = analysis.get("heatmaps")
@@ -248,10 +280,17 @@ def sweep_runs(cfg: dict[str, Any], sweep: dict[str, Any], backbone: str) -> lis
     return out
 
 
+def table1_methods(cfg: dict[str, Any], backbone: str) -> list[str]:
+    """The methods of ``methods.run`` trained on ``backbone``: all but ``methods.skip.<its kind>``."""
+    skip = (cfg["methods"].get("skip") or {}).get(cfg["backbones"][backbone]["kind"]) or []
+    return [m for m in cfg["methods"]["run"] if m not in skip]
+
+
 def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
-    """Every RL run of the config, per backbone: methods.run (Table 1) + experiments.extra_runs + sweeps."""
+    """Every RL run of the config, per RL backbone (``rl_backbones``): methods.run (Table 1; less methods.skip
+    for the backbone's kind) + experiments.extra_runs + sweeps."""
     exp = cfg.get("experiments") or {}
-    runs: dict[str, list[str]] = {b: list(cfg["methods"]["run"]) for b in cfg["backbones"]}
+    runs: dict[str, list[str]] = {b: table1_methods(cfg, b) for b in cfg["rl_backbones"]}
     for method, bbs in (exp.get("extra_runs") or {}).items():
         for b in bbs:
             runs[b].append(method)

@@ -7,12 +7,16 @@
   ``format: compact`` (prompt -> step-by-step answer), ``format: verify`` (a <think> block that works the sum
   and checks it in another order, then answers: the thinking model's stand-in) or ``format: scratchpad`` (long
   <think> column-addition traces, ~4x the compact length).
+* ``mode: hub`` (paper scale: Qwen3-4B-Base, ...): no training; the pretrained weights are staged into the
+  checkpoint folder from a local copy (``path``, symlinked) or downloaded at the pinned ``revision``
+  (``rlrt.hub.stage_model``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 
 from rlrt.backends.local.lm import chat_example, train_lm
@@ -44,14 +48,28 @@ def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool):
     return make_batch
 
 
+def stage_pretrained(cfg: dict, out: str, metrics: str) -> None:
+    from rlrt.hub import stage_model
+
+    source = stage_model(cfg["hub_id"], cfg["revision"], cfg.get("path"), out)
+    card = {"name": cfg["name"], "mode": "hub", "kind": cfg.get("kind"), "hub_id": cfg["hub_id"],
+            "revision": cfg["revision"], "source": source}
+    write_json(metrics, {"card": card, "history": []})
+    log.info("%s: staged %s@%s", cfg["name"], cfg["hub_id"], cfg["revision"])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--data", required=True, help="train.jsonl")
+    p.add_argument("--data", help="train split (pretrain / sft)")
     p.add_argument("--tokenizer", help="tokenizer folder (pretrain)")
     p.add_argument("--parent", help="parent checkpoint folder (sft)")
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--metrics", required=True, help="training-history JSON")
-    args, cfg = parse(p, argv)
+    args, cfg = parse(p, argv, offline=False)
+    if cfg["mode"] == "hub":
+        stage_pretrained(cfg, args.out, args.metrics)
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # stand-ins are trained here from local files only
     seed_everything(int(cfg["seed"]))
     if cfg["mode"] == "pretrain":
         from transformers import AutoTokenizer

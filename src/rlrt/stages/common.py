@@ -21,9 +21,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    # The embedded default never reaches a hub: checkpoints and tokenizers are local folders.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def parse(p: argparse.ArgumentParser, argv: list[str] | None = None, *,
+          offline: bool = True) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """``offline``: the stage never reaches a hub (checkpoints and tokenizers are local folders), so
+    ``HF_HUB_OFFLINE=1`` unless the caller set it. Only the stages that stage weights / data sets from the hub
+    pass ``offline=False``; they still honour a ``HF_HUB_OFFLINE`` the caller set (an air-gapped cluster)."""
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = p.parse_args(argv)
     cfg = json.loads(args.cfg)

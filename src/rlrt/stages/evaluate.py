@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="+", required=True, help="one jsonl per test split (split = file stem)")
     p.add_argument("--out", required=True)
     args, cfg = parse(p, argv)
+    if cfg.get("backend", "local") == "verl":  # paper scale: vLLM sampling, the same grader and the same JSON
+        from rlrt.backends.verl.evaluate import evaluate
+
+        evaluate(cfg, model=args.model, data_paths=args.data, out=args.out)
+        return
     seed = int(cfg["seed"])
     seed_everything(seed)
     model, tok = load_checkpoint(args.model)

@@ -1,4 +1,8 @@
-"""Stage: one RL run -- (backbone, method) on the train split with the local engine.
+"""Stage: one RL run -- (backbone, method) on the train split with the configured backend.
+
+``backend: local`` (default): the CPU torch engine below. ``backend: verl`` (paper scale): the same method step
+(``rlrt.methods.shaping.shape_advantages`` and the registered objectives) inside verl's trainer on ``gpus`` GPUs
+(``rlrt.backends.verl.train``), writing the same outputs.
 
 Config slice: ``rl`` (shared loop settings, Table 5), ``method`` (name) and ``method_cfg`` (that method's
 hyper-parameters after per-backbone overrides), ``backbone`` (name, kind), ``seed``, ``tracking``; optional
@@ -43,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="history + summary JSON")
     p.add_argument("--checkpoints", default=None, help="folder of intermediate checkpoints step_<k>")
     args, cfg = parse(p, argv)
+    if cfg.get("backend", "local") == "verl":  # paper scale: the same method step inside verl's trainer
+        from rlrt.backends.verl.train import run
+
+        run(cfg, model=args.model, data=args.data, out=args.out, metrics=args.metrics,
+            checkpoints=args.checkpoints, gpus=int(cfg.get("gpus") or 1))
+        return
     seed = int(cfg["seed"])
     seed_everything(seed)
     spec = get_method(cfg["method"])

@@ -28,14 +28,21 @@ log = logging.getLogger("rlrt.tables")
 
 
 def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: list[str], n: int,
-           labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Long-form eval records -> the Table 1 frame (rows: backbone blocks; columns: split x metric)."""
+           labels: dict[str, str] | None = None, skipped: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Long-form eval records -> the Table 1 frame (rows: backbone blocks; columns: split x metric).
+    ``skipped[b]``: methods not trained on ``b`` (config methods.skip): their cells are empty (NaN), as the
+    paper's Table 1 has no SDPO / SRPO rows on the base models, and they do not enter the delta row."""
     by_key = {(e["backbone"], e["method"]): e for e in evals}
     cols = [(s, m) for s in splits for m in (f"Avg@{n}", f"Pass@{n}")]
     rows, index = [], []
     for b in backbones:
         block = {}
         for m in ["base"] + methods:
+            label = (labels or {}).get(b, b) if m == "base" else "  " + run_label(m)
+            if m in ((skipped or {}).get(b) or []):
+                rows.append([float("nan")] * len(cols))
+                index.append((b, m, label))
+                continue
             e = by_key.get((b, m))
             if e is None:
                 raise ValueError(f"missing evaluation for backbone {b!r}, method {m!r}")
@@ -44,10 +51,9 @@ def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: 
                 mt = e["splits"][s]["metrics"]
                 vals += [mt[f"avg@{n}"], mt[f"pass@{n}"]]
             block[m] = vals
-            label = (labels or {}).get(b, b) if m == "base" else "  " + run_label(m)
             rows.append(vals)
             index.append((b, m, label))
-        others = [block[m] for m in methods if m != "rlrt"]
+        others = [block[m] for m in methods if m != "rlrt" and m in block]
         if "rlrt" in block and others:
             rows.append([block["rlrt"][i] - max(o[i] for o in others) for i in range(len(cols))])
             index.append((b, "delta", "  Δ vs best"))
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("\n%s", to_markdown(df, title))
         return
     labels = {b: f"{b} (≈ {s})" if s else b for b, s in cfg.get("stand_in_for", {}).items()}
-    df = table1(evals, cfg["backbones"], cfg["methods"], cfg["splits"], int(cfg["n"]), labels)
+    df = table1(evals, cfg["backbones"], cfg["methods"], cfg["splits"], int(cfg["n"]), labels, cfg.get("skipped"))
     n = cfg["n"]
     name = "Table 1" if args.table == "table1" else "Table 3"
     title = (f"{name} (embedded analogue): avg@{n} and pass@{n} (%) on the held-out test sets. "

@@ -1,0 +1,124 @@
+"""config/paper.yaml plans the papers' whole matrix with GPU resources on every GPU job (a dry run, no GPU).
+
+The counts below are worked out by hand from the papers (RLRT Table 1 / Table 5 / Fig 8-9, RLT Tables 1-2) and
+checked against the config's own derivation, so a config edit that silently drops a run fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import ROOT
+
+# Stage kind of every rule that runs a model (GPU at paper scale) -- the resources block it must carry.
+GPU_RULES = {
+    "rl": "rl", "evaluate": "evaluate", "evaluate_passk": "evaluate", "rlt_evaluate": "evaluate",
+    "analysis_heatmaps": "analysis", "analysis_markers": "analysis", "analysis_reflection": "analysis",
+    "analysis_shift": "analysis", "rlt_teacher_sft": "rlt_train", "rlt_teacher_rl": "rlt_train",
+    "rlt_student_sft": "rlt_train", "rlt_rl": "rlt_train", "rlt_distill": "rlt_generate",
+    "rlt_reward_rank_data": "rlt_generate",
+}
+LOCAL_RULES = {"all", "mlflow_init", "table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
+               "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure"}
+
+
+def dry_run(tmp_path, *extra: str) -> list[dict]:
+    """Every planned job of `snakemake -n --configfile config/paper.yaml`: rule, wildcards, resources."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "-n", "--cores", "32", *extra, "--configfile", str(ROOT / "config" / "paper.yaml")]
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout + proc.stderr):
+        m = re.match(r"(local)?rule (\w+):\n", block)
+        if not m:
+            continue
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        jobs.append({
+            "rule": m.group(2),
+            "wildcards": dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {},
+            "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
+        })
+    return jobs
+
+
+def declared_localrules() -> set[str]:
+    """Rules named in a `localrules:` directive of the Snakefile or a rule file (a dry run does not mark them)."""
+    names = set()
+    for f in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
+        for block in re.findall(r"^\s*localrules:\n((?:\s+\w+,?\n)+)", f.read_text(), re.M):
+            names |= set(re.findall(r"\w+", block))
+    return names
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    return dry_run(tmp_path_factory.mktemp("paper"))
+
+
+@pytest.fixture(scope="module")
+def paper():
+    from rlrt.config import load_overlay
+
+    return load_overlay(ROOT / "config" / "paper.yaml")
+
+
+def test_paper_matrix_job_counts(jobs, paper):
+    from rlrt.config import planned_runs
+
+    counts = Counter(j["rule"] for j in jobs)
+    # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} + SDPO, SRPO on the 2 post-trained ones (App. F.2) = 16;
+    # eps_w sweeps of RLRT and RLSD on all 4 (2 new points each; the best value is the Table 1 run) = 16;
+    # SRPO beta on the 2 post-trained (beta 0.5 is the default run) = 4; GRPO+EB, DIVER (8B-Base), RLRT-all = 3.
+    assert counts["rl"] == 16 + 16 + 4 + 3 == 39 == sum(len(r) for r in planned_runs(paper).values())
+    assert counts["evaluate"] == 4 + 16  # every Table 1 cell: the untrained backbones + the 16 trained runs
+    assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
+    assert counts["prepare_dataset"] == 1 + 6 + 1  # DAPO-Math-17k, the six benchmarks, Bespoke-Stratos-17k
+    assert counts["backbone"] == 4 + 2  # the four Qwen3 models, Qwen2.5-7B/32B-Instruct (RLT)
+    assert counts["prepare_data"] == counts["tokenizer"] == 0  # no synthetic data, no stand-in tokenizer
+    # RLT: 2 students x {RLT, reference} x {17K, 1K} + countdown (first student) + 16 reward ranks
+    assert counts["rlt_student_sft"] == 2 * 4 + 1 + 16
+    assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1
+    for rule in ("table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9", "rlt_table1", "rlt_table2",
+                 "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
+        assert counts[rule] == 1, rule
+    evaluated = {(j["wildcards"]["backbone"], j["wildcards"]["run"]) for j in jobs if j["rule"] == "evaluate"}
+    assert ("Qwen3-4B-Base", "sdpo") not in evaluated and ("Qwen3-8B", "srpo") in evaluated
+    trained = {j["wildcards"]["run"] for j in jobs if j["rule"] == "rl" and j["wildcards"]["backbone"] == "Qwen3-8B"}
+    assert {"rlrt", "rlrt@eps_w=0.5", "rlrt@eps_w=1.0", "srpo@beta=0.0", "srpo@beta=1.0"} <= trained
+
+
+def test_every_gpu_rule_carries_its_gpu_resources(jobs, paper):
+    assert jobs
+    for j in jobs:
+        rule, res = j["rule"], j["resources"]
+        if rule in GPU_RULES:
+            want = {**paper["resources"]["default"], **paper["resources"][GPU_RULES[rule]]}
+            assert rule not in declared_localrules(), rule
+            assert int(res["gpu"]) == want["gpus"] > 0, (rule, res)
+            assert int(res["mem_mb"]) == want["mem_mb"] and int(res["runtime"]) == want["runtime"], (rule, res)
+            assert int(res["cpus_per_task"]) == want["cpus"], (rule, res)
+        elif rule in LOCAL_RULES:
+            assert rule in declared_localrules(), rule  # tables and figures run on the driver, never cluster jobs
+        else:
+            assert rule in {"prepare_dataset", "backbone", "rlt_data"}, f"unclassified rule {rule}"
+            assert "gpu" not in res, (rule, res)
+    rl = next(j for j in jobs if j["rule"] == "rl")
+    assert rl["resources"]["gpu"] == "2" and rl["resources"]["runtime"] == str(3 * 24 * 60)  # 2 GPUs x 3 days
+
+
+def test_embedded_default_asks_for_no_gpu(tmp_path):
+    """The embedded default's jobs ask for CPUs only: `make run` on a laptop never waits for a GPU."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "-n", "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rule rl:" in proc.stdout and "gpu=" not in proc.stdout
