@@ -11,6 +11,12 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Under --sdm apptainer every job runs in this image (config `container`); --sdm conda uses each rule's `conda:`.
+if config.get("container"):
+
+    container: config["container"]
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/backbones.smk"

@@ -85,3 +85,51 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
+
+
+# ---- problem sets: the normalised rows every engine reads (synthetic JSONL or hub parquet) ----
+
+PROBLEM_COLUMNS = ("id", "question", "answer", "solution", "explanation", "source")
+"""The normalised problem row of a real data set (``rlrt.tasks.benchmarks``): all strings. ``answer`` is the gold
+final answer ("" where a data set has none, e.g. RLT's distillation traces); ``solution`` a reference solution or
+""; ``explanation`` a reference reasoning trace or "" (Bespoke-Stratos: the post-processed R1 thought, RLT's
+reference traces and the teacher's SFT warm-up data). Synthetic rows (JSONL) carry extra task keys and are read, never written, through ``write_problems``."""
+
+
+def read_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a problem file: ``.jsonl`` (the synthetic task, any keys) or ``.parquet`` (a staged hub data
+    set, ``PROBLEM_COLUMNS``). Both engines (local and verl) read splits through this one function."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"{path}: unknown problem file type {path.suffix!r} (expected .jsonl or .parquet)")
+
+
+def write_problems(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    """Write normalised problem rows to parquet, atomically, with the fixed all-string schema ``PROBLEM_COLUMNS``.
+
+    A row with a missing, extra or non-string column raises ValueError naming the row and column: a malformed
+    row must never reach training as a silently cast or dropped value. Zero rows still write the schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, list[str]] = {c: [] for c in PROBLEM_COLUMNS}
+    for k, row in enumerate(rows):
+        missing = [c for c in PROBLEM_COLUMNS if c not in row]
+        extra = sorted(set(row) - set(PROBLEM_COLUMNS))
+        if missing or extra:
+            raise ValueError(f"{path}: row {k}: missing columns {missing}, unexpected columns {extra} "
+                             f"(a problem row has exactly {list(PROBLEM_COLUMNS)})")
+        for c in PROBLEM_COLUMNS:
+            v = row[c]
+            if not isinstance(v, str):
+                raise ValueError(f"{path}: row {k}: column {c!r} is {type(v).__name__}, expected str")
+            cols[c].append(v)
+    schema = pa.schema([(c, pa.string()) for c in PROBLEM_COLUMNS])
+    table = pa.table(cols, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

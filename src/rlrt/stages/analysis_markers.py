@@ -25,7 +25,7 @@ from rlrt.analysis.divergence import extreme_tokens
 from rlrt.analysis.markers import markers_markdown, score_tokens, stop_words, text_words
 from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt, teacher_context, teacher_prompt
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, read_jsonl, write_json, write_text
+from rlrt.io import atomic_path, read_problems, write_json, write_text
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import Grader
 from rlrt.tasks.prompts import user_message
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(seed)
     m = cfg["markers"]
     model, tok = load_checkpoint(args.model)
-    rows = read_jsonl(args.data)[: int(m["n_problems"])]
+    rows = read_problems(args.data)[: int(m["n_problems"])]
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         groups = sample_groups(model, tok, rows, int(m["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],
                                seed, grader.grade_batch, batch_size=int(cfg["batch_size"]), progress=True)

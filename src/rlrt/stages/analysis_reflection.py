@@ -28,7 +28,7 @@ from rlrt.analysis.injection import POSITIONS, bin_problem, choose_positions, fl
 from rlrt.analysis.views import (generate_from_ids, pair_position_stats, sample_groups, student_prompt,
                                  teacher_context, teacher_prompt)
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, read_jsonl, write_json
+from rlrt.io import atomic_path, read_problems, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import Grader
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = list(r["runs"])
     if not len(runs) == len(args.models) == len(args.checkpoints):
         raise SystemExit("need one --models and one --checkpoints folder per run of analysis.reflection.runs")
-    rows = read_jsonl(args.data)[: int(r["n_problems"])]
+    rows = read_problems(args.data)[: int(r["n_problems"])]
     ckpts = checkpoint_list(args.base, runs, args.models, args.checkpoints, int(cfg["rl_steps"]))
     all_records, summaries = [], []
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:

@@ -19,7 +19,7 @@ from rlrt.analysis import plots
 from rlrt.analysis.shift import ccdf, overlap_curve, position_stats, tail_fractions
 from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt
 from rlrt.backends.local.model import load_checkpoint, seed_everything
-from rlrt.io import atomic_path, read_jsonl, write_json
+from rlrt.io import atomic_path, read_problems, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import Grader
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(runs) != len(args.models):
         raise SystemExit("need one --models folder per run of analysis.shift.runs")
     base, tok = load_checkpoint(args.base)
-    rows = read_jsonl(args.data)[: int(s["n_candidates"])]
+    rows = read_problems(args.data)[: int(s["n_candidates"])]
     threshold, max_k = float(s["js_threshold"]), int(s["max_k"])
     probs = [float(x) for x in s["tail_thresholds"]]
     grid = js_grid()

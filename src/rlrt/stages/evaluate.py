@@ -15,7 +15,7 @@ import numpy as np
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rollout import sample
-from rlrt.io import read_jsonl, write_json
+from rlrt.io import read_problems, write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import make_grader
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         for path in args.data:
             split = Path(path).stem
-            rows = read_jsonl(path)[: cfg.get("max_problems") or None]
+            rows = read_problems(path)[: cfg.get("max_problems") or None]
             prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
             ro = sample(model, tok, prompts, n, int(cfg["max_new_tokens"]), temperature=float(cfg["temperature"]),
                         top_p=float(cfg["top_p"]), top_k=int(cfg["top_k"]), seed=seed,

@@ -24,7 +24,7 @@ from pathlib import Path
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import load_checkpoint, save_checkpoint, seed_everything
 from rlrt.backends.local.resume import Resumable
-from rlrt.io import read_jsonl, write_json
+from rlrt.io import read_problems, write_json
 from rlrt.methods.registry import get_method
 from rlrt.methods.settings import as_dict
 from rlrt.stages.common import parse, parser
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "seed": seed,
                                         "max_response_length": cfg["max_response_length"]})
     model, tok = load_checkpoint(args.model)
-    rows = read_jsonl(args.data)
+    rows = read_problems(args.data)
     run = cfg.get("run", spec.name)
     log.info("rl %s on %s: %d train problems, %s", run, cfg["backbone"]["name"], len(rows), method_cfg)
     save_steps = sorted(int(k) for k in cfg["rl"].get("save_steps") or [] if 0 < int(k) < rl_cfg.steps)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from rlrt.tasks import countdown
 from rlrt.tasks.answers import extract_boxed
 
-__all__ = ["grade", "Grader", "CountdownGrader", "make_grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
+__all__ = ["grade", "choice_letter", "Grader", "CountdownGrader", "make_grader", "PARSE_TIMEOUT_S", "VERIFY_TIMEOUT_S"]
 
 PARSE_TIMEOUT_S = 5
 VERIFY_TIMEOUT_S = 5
@@ -47,14 +47,37 @@ def _verify(pred: str, gold: str) -> float:
         return 0.0
 
 
+_CHOICE_GOLD = re.compile(r"^[A-J]$")
+_CHOICE_MARKUP = re.compile(r"\\(?:textbf|textrm|text|mathrm|mathbf|mbox)\b|[{}$]|\\(?=\s)")
+_CHOICE_LEAD = re.compile(r"^(?:(?i:option|choice|answer)\s*:?\s*)?\(?([A-J])\)?(?=$|[\s.:])")
+_CHOICE_ANY = re.compile(r"(?<![A-Za-z\\])[A-J](?![A-Za-z])")
+
+
+def choice_letter(pred: str) -> str | None:
+    """The option letter of a boxed multiple-choice answer (GPQA: gold is one letter): ``A``, ``(A)``,
+    ``\\text{(A)}``, ``\\textbf{(A)}\\ 12``, ``A. 5``, ``Option A``. None when there is none or when the answer
+    names more than one letter (``A, B`` hedges). math-verify alone scores ``(A) 5`` against ``A`` as wrong."""
+    s = _CHOICE_MARKUP.sub("", pred).strip()
+    if len(s) == 1:
+        return s.upper() if s.upper() in "ABCDEFGHIJ" else None
+    m = _CHOICE_LEAD.match(s)
+    if m is None:
+        return None
+    others = set(_CHOICE_ANY.findall(s[m.end():]))
+    return m.group(1) if others <= {m.group(1)} else None
+
+
 def _fast(response: str, answer: str) -> tuple[float | None, str | None]:
-    """(score, pred): score is set when no math-verify call is needed."""
+    """(score, pred): score is set when no math-verify call is needed. A gold answer that is one letter A-J is a
+    multiple-choice key (GPQA): decided here by :func:`choice_letter`, never by math-verify."""
     pred = extract_boxed(response)
     if pred is None:
         return 0.0, None
     pred_s, gold_s = pred.strip(), str(answer).strip()
     if pred_s == gold_s:
         return 1.0, pred_s
+    if _CHOICE_GOLD.match(gold_s):
+        return (1.0 if choice_letter(pred_s) == gold_s else 0.0), pred_s
     if not pred_s or not gold_s:
         return 0.0, pred_s
     if _NUMBER.match(pred_s) and _NUMBER.match(gold_s):
