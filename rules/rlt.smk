@@ -11,6 +11,8 @@ RLT = config.get("rlt")
 
 if RLT:
     RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies
+    # verl student SFT: tokens per sequence = the prompt budget + the student's response budget
+    RLT_MAX_LENGTH = (config.get("verl") or {}).get("max_prompt_length", 0) + RLT["max_response_length"]
     RLT_SPLITS = RLT.get("test_splits") or config["data"]["test_splits"]  # RLT paper: AIME24, MATH500, GPQA
     RLT_MODELS = rlt_models(RLT)  # the models of each RLT table / figure (shared with rlrt.stages.tables)
     RLT_TABLE1 = RLT_MODELS["table1"]
@@ -114,7 +116,7 @@ if RLT:
             model=directory(f"{R}/rlt/teacher/rl"),
             metrics=f"{R}/rlt/teacher/rl.json",
         params:
-            cfg=as_json(rlt_slice("teacher_rl", "reward_student")),
+            cfg=as_json(rlt_slice("teacher_rl", "reward_student", **backend_cfg("rlt_train"))),
         threads: stage_threads("rlt_train")
         resources:
             **stage_resources("rlt_train"),
@@ -196,6 +198,7 @@ if RLT:
             metrics=f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/metrics.json",
         params:
             cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
+                                   **backend_cfg("rlt_train"), "max_length": RLT_MAX_LENGTH,
                                    "data": w.sftdata, "student": w.student, "seed": config["seed"],
                                    "tracking": TRACK}),
         threads: stage_threads("rlt_train")

@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> None:
     args, cfg = parse(p, argv)
     seed = int(cfg["seed"])
     seed_everything(seed)
-    model, tok = load_checkpoint(args.model)
     rows = read_jsonl(args.traces)
     if cfg.get("n"):
         keep = {q["id"] for q in read_jsonl(args.questions)[: int(cfg["n"])]}
@@ -39,8 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit(f"no traces to train on in {args.traces}" + (f" for the first {cfg['n']} questions"
                                                                       if cfg.get("n") else ""))
-    examples = [student_example(tok, r["question"], r["explanation"], r["solution"]) for r in rows]
     sft = cfg["student_sft"]
+    if cfg.get("backend", "local") == "verl":  # paper scale: verl's SFT trainer, same budget and schedule
+        from rlrt.backends.verl.rlt_sft import run_student_sft
+
+        run_student_sft(cfg, args.model, rows, args.out, work_dir=f"{args.out}.work")  # work dir: not an output
+        summary = {"data": cfg["data"], "examples": len(rows), "steps": int(sft["steps"]), "backend": "verl"}
+        write_json(args.metrics, {"summary": summary, "history": []})
+        return
+    model, tok = load_checkpoint(args.model)
+    examples = [student_example(tok, r["question"], r["explanation"], r["solution"]) for r in rows]
     bs = int(sft["batch_size"])
     steps = int(sft["steps"])
     resume = Resumable.beside(args.out, cfg, sft.get("resume_every"))

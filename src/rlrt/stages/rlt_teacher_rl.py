@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
     args, cfg = parse(p, argv)
+    if cfg.get("backend", "local") == "verl":
+        # rlrt.backends.verl.rlt holds the reward manager (frozen student, methods.rlt_reward) and the launcher,
+        # but verl 0.9.1's agent loop renders every prompt with add_generation_prompt=True, so the teacher prompt,
+        # which ends inside the assistant turn (solution, then the explanation tag), cannot be continued there yet.
+        raise SystemExit("rlt_teacher_rl: the verl backend cannot run the RLT teacher yet (its prompt ends inside "
+                         "the assistant turn, which verl 0.9.1's agent loop cannot continue; see "
+                         "rlrt/backends/verl/rlt.py). Run this stage with backend: local, or stage a teacher.")
     seed = int(cfg["seed"])
     seed_everything(seed)
     teacher, tok = load_checkpoint(args.teacher)
