@@ -1,0 +1,213 @@
+"""The method step inside verl 0.9.1's legacy ``RayPPOTrainer`` (``trainer.use_v1=false``), and its entry point.
+
+Why this hook. ``RayPPOTrainer.fit`` runs, per step: rollouts -> reward -> ``_compute_old_log_prob`` ->
+``compute_advantage`` (a module-level function, verl's ``algorithm.adv_estimator=grpo``) -> ``_update_actor``.
+The narrowest place that sees the whole batch after θ_old's log-probs, while the actor still holds θ_old, is the
+start of ``_update_actor``: :class:`RLRTRayTrainer` overrides it to rewrite ``advantages`` / ``returns`` with
+``rlrt.methods.shaping.shape_advantages`` (through ``rlrt.backends.verl.batch``) -- group advantages, DIVER's bonus,
+the teacher view scored by the actor's own ``compute_log_prob`` (``rlrt.backends.verl.teacher_view``), Eq. 7's
+token weights, GRPO+EB's entropy advantage -- then hands the batch to verl's update, whose ``vanilla`` clipped loss
+(token-mean) is the ``pg`` objective. verl's own GRPO advantage is computed first and overwritten (a cheap no-op
+that keeps verl's config validation and estimator untouched). ``_compute_old_log_prob`` is wrapped only to keep
+the rollout policy's entropy, which ``fit`` pops before the advantage step (GRPO+EB needs it).
+
+The method comes from the ``rlrt`` node of the Hydra config (``rlrt.backends.verl.overrides``): ``rlrt.method``,
+``rlrt.settings.*``, ``rlrt.max_reprompt_length``; ``rlrt.history_path`` (added by ``train.py``) receives one JSON
+line of our step metrics (the local engine's keys, ``rlrt.backends.local.rl.step_metrics``) per step.
+
+Entry point: ``python -m rlrt.backends.verl.trainer <hydra overrides>`` = verl's ``main_ppo`` with this trainer
+(the legacy ``TaskRunner`` builds ``RayPPOTrainer`` by its module-global name; :class:`RLRTTaskRunner` points that
+name at our subclass inside its own Ray actor process, then runs verl's unchanged ``run``).
+
+Not supported here (raises at start): SDPO / SRPO, whose loss needs the teacher's logits at the current student's
+top-K in every micro-batch (``rlrt.backends.verl.loss`` holds the tested tensor part; the worker wiring is not done).
+What has NEVER run: all of this class inside Ray on GPUs. Tested on CPU: ``shape_batch``, ``VerlTeacher``,
+:func:`history_row`, :func:`method_from_config`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import torch
+
+from rlrt.backends.verl.batch import Grouped, shape_batch
+from rlrt.backends.verl.teacher_view import VerlTeacher, rows_needing_teacher
+from rlrt.methods.registry import MethodSpec, get_method, objective_name
+from rlrt.config import VERL_UNWIRED_OBJECTIVES as UNSUPPORTED_OBJECTIVES
+from rlrt.methods.settings import MethodSettings
+from rlrt.methods.shaping import Shaped
+
+log = logging.getLogger("rlrt.verl.trainer")
+
+
+
+def _plain(node: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(node):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with verl
+        pass
+    return node
+
+
+def method_from_config(config: Mapping) -> tuple[MethodSpec, MethodSettings, dict]:
+    """(spec, settings, the ``rlrt`` node as a dict) from verl's config; clear errors when the node is absent."""
+    node = _plain(config.get("rlrt")) if hasattr(config, "get") else None
+    if not node or "method" not in node:
+        raise KeyError("verl config has no 'rlrt.method': run through rlrt.backends.verl.train (its overrides add "
+                       "the rlrt node)")
+    spec = get_method(node["method"])
+    settings = spec.make_settings(dict(node.get("settings") or {}), where="rlrt.settings")
+    objective = objective_name(spec, settings)
+    if objective in UNSUPPORTED_OBJECTIVES:
+        raise NotImplementedError(
+            f"method {spec.name!r} (objective {objective!r}) is not wired into verl's actor yet: its top-K JSD needs "
+            "the teacher's logits inside every micro-batch (see rlrt.backends.verl.loss); use backend: local")
+    return spec, settings, node
+
+
+def _pick(metrics: Mapping[str, Any], name: str) -> list[float]:
+    """Values of verl's metric ``name`` (any prefix: ``actor/pg_clipfrac``), flattened to floats."""
+    for key, value in metrics.items():
+        if key == name or key.endswith("/" + name):
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            return [float(v) for v in vals]
+    return []
+
+
+def history_row(step: int, grouped: Grouped, shaped: Shaped, actor_metrics: Mapping[str, Any],
+                time_teacher: float, step_time: float) -> dict[str, float]:
+    """Our per-step metrics (the local engine's keys) from the grouped batch, the shaping output and verl's actor
+    metrics (``pg_loss``, ``pg_clipfrac``, ``ppo_kl``, ``grad_norm``, ``lr``). ``time_gen`` is not visible from
+    the hook (verl logs it as ``timing_s/gen``) and is None."""
+    from rlrt.backends.local.rl import step_metrics
+    from rlrt.backends.local.rollout import Rollouts
+
+    ro = Rollouts(None, None, grouped.response_ids, grouped.response_mask, [t for g in grouped.texts for t in g])
+    ent = grouped.old_entropy if grouped.old_entropy is not None else torch.zeros_like(grouped.old_logp)
+    stats = {"clip_frac": _pick(actor_metrics, "pg_clipfrac"), "approx_kl": _pick(actor_metrics, "ppo_kl"),
+             "loss": _pick(actor_metrics, "pg_loss"), "grad_norm": _pick(actor_metrics, "grad_norm"),
+             "distill": []}
+    row = step_metrics(step, grouped.rewards.reshape(-1), grouped.G, ro, ent, shaped, stats)
+    lr = _pick(actor_metrics, "lr")
+    return {**row, "lr": lr[-1] if lr else None, "time_gen": None, "time_teacher": time_teacher,
+            "step_time": step_time}
+
+
+def _trainer_class():
+    """Defined lazily: importing verl's ray trainer pulls in Ray, which the CPU tests of this module avoid."""
+    from verl.protocol import pad_dataproto_to_divisor, unpad_dataproto
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    class RLRTRayTrainer(RayPPOTrainer):
+        """``RayPPOTrainer`` whose advantages come from ``shape_advantages`` (see the module docstring)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rlrt_spec, self.rlrt_settings, self.rlrt_node = method_from_config(self.config)
+            self._rlrt_entropy: Optional[torch.Tensor] = None
+            self._rlrt_t0 = time.perf_counter()
+            log.info("rlrt: method %s, settings %s", self.rlrt_spec.name, self.rlrt_settings)
+
+        def _compute_old_log_prob(self, batch):
+            out, mfu = super()._compute_old_log_prob(batch)
+            self._rlrt_entropy = out.batch["entropys"].detach().float().clone()  # fit pops it before the advantage
+            return out, mfu
+
+        def _teacher_log_prob(self, tdp):
+            """θ_old's (log-probs, entropy) on a teacher-view DataProto, padded to the actor's data-parallel size."""
+            dp = self._get_dp_size(self.actor_rollout_wg, "actor")
+            padded, pad = pad_dataproto_to_divisor(tdp, dp)
+            out, _ = RayPPOTrainer._compute_old_log_prob(self, padded)
+            out = unpad_dataproto(out, pad)
+            return out.batch["old_log_probs"], out.batch["entropys"]
+
+        def _update_actor(self, batch):
+            t0 = time.perf_counter()
+            step = int(self.global_steps) - 1  # verl counts steps from 1, the method schedules from 0
+            spec, settings = self.rlrt_spec, self.rlrt_settings
+            P = batch.batch["prompts"].shape[-1]
+            teachers: list[VerlTeacher] = []
+
+            def make_teacher(grouped: Grouped) -> VerlTeacher:
+                att = batch.batch["attention_mask"][:, P:][grouped.order]
+                t = VerlTeacher(grouped, self.tokenizer, att, self._teacher_log_prob,
+                                int(self.rlrt_node.get("max_reprompt_length") or 0),
+                                needed=lambda has, want_ent: rows_needing_teacher(spec, settings, grouped.rewards,
+                                                                                  has, want_ent),
+                                meta_info={"temperature": batch.meta_info.get("temperature", 1.0)})
+                teachers.append(t)
+                return t
+
+            ent = self._rlrt_entropy
+            if ent is not None and ent.shape != batch.batch["response_mask"].shape:
+                ent = None  # not this batch's (never expected): GRPO+EB then raises inside shape_advantages
+            grouped, shaped = shape_batch(spec, settings, batch, self.tokenizer, step, make_teacher, ent)
+            t_teacher = time.perf_counter() - t0
+            out = super()._update_actor(batch)
+            metrics = out.meta_info.setdefault("metrics", {})
+            row = history_row(step, grouped, shaped, metrics, t_teacher, time.perf_counter() - self._rlrt_t0)
+            self._rlrt_t0 = time.perf_counter()
+            metrics.update({f"rlrt/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"})
+            if teachers:
+                metrics["rlrt/teacher_rows"] = float(teachers[0].n_scored)
+                metrics["rlrt/teacher_truncated"] = float(teachers[0].n_truncated)
+            path = self.rlrt_node.get("history_path")
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                with open(path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            return out
+
+    return RLRTRayTrainer
+
+
+def _task_runner():
+    import ray
+    import verl.trainer.main_ppo_v0 as v0
+
+    class _Runner(v0.TaskRunner.__ray_actor_class__):
+        """verl's legacy TaskRunner with ``RayPPOTrainer`` pointed at :class:`RLRTRayTrainer` in this process."""
+
+        def run(self, config):
+            import rlrt.backends.verl.plugin  # noqa: F401 - registrations, also inside this actor
+
+            v0.RayPPOTrainer = _trainer_class()
+            return super().run(config)
+
+    return ray.remote(_Runner)
+
+
+def main() -> None:
+    """verl's ``main_ppo`` (validate, then ``run_ppo``) with :class:`RLRTTaskRunner`; Hydra overrides on argv."""
+    import hydra
+    from verl.trainer import main_ppo
+
+    config_dir = os.path.join(os.path.dirname(main_ppo.__file__), "config")
+
+    @hydra.main(config_path=config_dir, config_name="ppo_trainer", version_base=None)
+    def _main(config):
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import validate_config
+        from verl.utils.device import auto_set_device
+
+        auto_set_device(config)
+        method_from_config(config)  # fail here, not inside Ray, on a missing or unsupported method
+        if config.trainer.use_v1:
+            raise ValueError("rlrt's verl trainer needs trainer.use_v1=false (the DataProto RayPPOTrainer)")
+        validate_config(config=config, use_reference_policy=need_reference_policy(config),
+                        use_critic=need_critic(config))
+        main_ppo.run_ppo(config, task_runner_class=_task_runner())
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
