@@ -75,11 +75,11 @@ def test_paper_matrix_job_counts(jobs, paper):
     from rlrt.config import planned_runs
 
     counts = Counter(j["rule"] for j in jobs)
-    # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} + SDPO, SRPO on the 2 post-trained ones (App. F.2) = 16;
+    # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} = 12 (SDPO / SRPO: not on verl yet, skipped in paper.yaml);
     # eps_w sweeps of RLRT and RLSD on all 4 (2 new points each; the best value is the Table 1 run) = 16;
-    # SRPO beta on the 2 post-trained (beta 0.5 is the default run) = 4; GRPO+EB, DIVER (8B-Base), RLRT-all = 3.
-    assert counts["rl"] == 16 + 16 + 4 + 3 == 39 == sum(len(r) for r in planned_runs(paper).values())
-    assert counts["evaluate"] == 4 + 16  # every Table 1 cell: the untrained backbones + the 16 trained runs
+    # GRPO+EB, DIVER (8B-Base), RLRT-all = 3.
+    assert counts["rl"] == 12 + 16 + 3 == 31 == sum(len(r) for r in planned_runs(paper).values())
+    assert counts["evaluate"] == 4 + 12  # every Table 1 cell: the untrained backbones + the 12 trained runs
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
     assert counts["prepare_dataset"] == 1 + 6 + 1  # DAPO-Math-17k, the six benchmarks, Bespoke-Stratos-17k
     assert counts["backbone"] == 4 + 2  # the four Qwen3 models, Qwen2.5-7B/32B-Instruct (RLT)
@@ -91,9 +91,24 @@ def test_paper_matrix_job_counts(jobs, paper):
                  "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
         assert counts[rule] == 1, rule
     evaluated = {(j["wildcards"]["backbone"], j["wildcards"]["run"]) for j in jobs if j["rule"] == "evaluate"}
-    assert ("Qwen3-4B-Base", "sdpo") not in evaluated and ("Qwen3-8B", "srpo") in evaluated
+    assert not {r for _, r in evaluated if r.split("@")[0] in ("sdpo", "srpo")}
     trained = {j["wildcards"]["run"] for j in jobs if j["rule"] == "rl" and j["wildcards"]["backbone"] == "Qwen3-8B"}
-    assert {"rlrt", "rlrt@eps_w=0.5", "rlrt@eps_w=1.0", "srpo@beta=0.0", "srpo@beta=1.0"} <= trained
+    assert {"grpo", "rlsd", "rlrt", "rlrt@eps_w=0.5", "rlrt@eps_w=1.0", "rlsd@eps_w=0.5"} <= trained
+
+
+def test_verl_refuses_sdpo_and_srpo_before_any_job(paper):
+    """SDPO / SRPO are not wired into verl's actor: a paper config that plans one stops at validation, naming
+    methods.skip of the backbone's kind -- not a day later when the RL job starts."""
+    import copy
+
+    from rlrt.config import ConfigError, validate
+
+    cfg = copy.deepcopy(paper)
+    cfg["methods"]["skip"] = {"base": ["sdpo", "srpo"]}
+    with pytest.raises(ConfigError, match=r"^config key 'methods.skip.instruct': backend verl cannot train run 'sdpo'"):
+        validate(cfg)
+    cfg["backend"] = "local"  # the same plan on the local engine is fine
+    validate(cfg)
 
 
 def test_every_gpu_rule_carries_its_gpu_resources(jobs, paper):

@@ -62,6 +62,32 @@ def check_backend_installed(cfg: dict[str, Any], software_deployment: bool) -> N
                           "environment (envs/gpu.yaml), run with --sdm conda / --sdm apptainer, or set backend: local")
 
 
+VERL_UNWIRED_OBJECTIVES = ("sdpo", "srpo")
+"""Objectives the verl backend cannot train yet: SDPO's and SRPO's top-K JSD needs the teacher's logits inside every
+micro-batch of verl's actor update (``rlrt.backends.verl.loss`` holds the tested tensor part; the worker wiring is
+not done). ``rlrt.backends.verl.trainer`` refuses them too."""
+
+
+def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
+    """``backend: verl`` with a planned run whose objective verl cannot train stops here, before any job, instead of
+    failing at the start of that RL job after a day in the queue."""
+    if cfg["backend"] != "verl":
+        return
+    from rlrt.methods.registry import get_method, objective_name
+
+    for backbone, rs in runs.items():
+        for r in rs:
+            method, _ = parse_run_id(r)
+            spec = get_method(method)
+            objective = objective_name(spec, spec.make_settings(run_config(cfg, backbone, r)))
+            if objective in VERL_UNWIRED_OBJECTIVES:
+                kind = cfg["backbones"][backbone]["kind"]
+                raise ConfigError(
+                    f"config key 'methods.skip.{kind}': backend verl cannot train run {r!r} on {backbone!r} yet "
+                    f"(objective {objective!r}: its top-K JSD is not wired into verl's actor); skip {method!r} for "
+                    f"kind {kind!r} (and drop it from experiments.*) or use backend: local")
+
+
 def _cross_checks(cfg: dict[str, Any]) -> None:
     data = cfg["data"]
     if data["source"] == "hub" and not data.get("datasets"):
@@ -128,6 +154,7 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                                   f"or a sweep")
     if exp.get("fig8") and exp["fig8"]["n"] < max(exp["fig8"].get("ks") or [1]):
         raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
+    _backend_checks(cfg, runs)
     _analysis_checks(cfg)
     _rlt_checks(cfg)
 
