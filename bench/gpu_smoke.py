@@ -1,0 +1,159 @@
+"""GPU smoke test of the paper-scale backend: 2 verl RLRT steps + a vLLM evaluation of 8 problems on one GPU.
+
+Run it in the GPU environment (envs/gpu.yaml or envs/gpu.def) on a node with one GPU and a small local model
+folder (e.g. Qwen3-0.6B; no download is attempted):
+
+    RLRT_SMOKE_MODEL=/path/to/model python bench/gpu_smoke.py [--work DIR] [--out JSON]
+    python bench/gpu_smoke.py --dry-run      # anywhere: prints the verl overrides and the request count
+
+What it does: writes a tiny arithmetic train split (32 problems) and test split (8) as normalised parquet; builds
+the rl job config the workflow would build (config/config.yaml + config/paper.yaml, with sizes shrunk to one GPU:
+``SMOKE``); trains ``rl.steps = 2`` RLRT steps through the project's verl backend
+(``rlrt.backends.verl.train.run``, which calls verl's trainer with ``rlrt.backends.verl.overrides``); evaluates the
+trained model (the base model if training wrote none) with ``rlrt.backends.verl.evaluate``; prints the step times
+and writes a small JSON (timings, step times, eval metrics, the overrides).
+
+Exit status 2 with one clear line when a precondition is missing (no model folder, no GPU, no vLLM, no verl, no
+verl backend module); ``--dry-run`` needs none of them. This script has NOT run on a GPU yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:  # runnable from a checkout without `pip install -e`
+    sys.path.insert(0, str(ROOT / "src"))
+
+from rlrt.backends.verl.overrides import format_command, hydra_overrides  # noqa: E402
+from rlrt.config import load_overlay, merge_configs  # noqa: E402
+from rlrt.io import PROBLEM_COLUMNS, write_json, write_problems  # noqa: E402
+
+N_TRAIN, N_TEST = 32, 8
+METHOD = "rlrt"
+# One GPU, short responses: only what differs from config/paper.yaml (merged over it like an overlay).
+SMOKE: dict[str, Any] = {
+    "rl": {"steps": 2, "question_batch": 8, "mini_batch": 4, "n_rollouts": 4, "save_steps": [], "resume_every": 2},
+    "verl": {"rollout": {"tensor_model_parallel_size": 1, "gpu_memory_utilization": 0.4},  # verl run_single_gpu.sh
+             "max_prompt_length": 512, "max_reprompt_length": 2048, "ppo_max_token_len_per_gpu": 4096,
+             "save_freq": 2},
+    "eval": {"max_problems": N_TEST, "max_new_tokens": 1024},
+}
+MAX_RESPONSE_LENGTH = 1024
+
+
+def problems(n: int, seed: int, source: str) -> list[dict[str, str]]:
+    """``n`` two-term additions as normalised problem rows (``rlrt.io.PROBLEM_COLUMNS``)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        row = {"id": f"{source}-{i}", "question": f"What is {a} + {b}?", "answer": str(a + b),
+               "solution": f"{a} + {b} = {a + b}", "source": source}
+        rows.append({c: row.get(c, "") for c in PROBLEM_COLUMNS})  # any further column of the schema: empty
+    return rows
+
+
+def configs(model: str, gpus: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rl job config and the eval config the workflow would pass (rules/common.smk rl_cfg / eval_cfg)."""
+    cfg = merge_configs(load_overlay(ROOT / "config" / "paper.yaml"), copy.deepcopy(SMOKE))
+    backend = {"backend": "verl", "verl": cfg["verl"], "gpus": gpus}
+    job = {"rl": cfg["rl"], "method": METHOD, "run": METHOD, "method_cfg": {},
+           "backbone": {"name": Path(model).name or "smoke", "kind": "instruct"},
+           "max_response_length": MAX_RESPONSE_LENGTH, "seed": cfg["seed"],
+           "grader_workers": cfg["rl"].get("grader_workers", 1), "tracking": None, **backend}
+    ev = {**cfg["eval"], "backbone": job["backbone"]["name"], "method": METHOD, "seed": cfg["seed"],
+          "grader_workers": cfg["rl"].get("grader_workers", 1), "tracking": None, **backend}
+    return job, ev
+
+
+def write_data(work: Path) -> tuple[Path, Path]:
+    train, test = work / "data" / "train.parquet", work / "data" / "smoke_test.parquet"
+    write_problems(train, problems(N_TRAIN, 0, "smoke_train"))
+    write_problems(test, problems(N_TEST, 1, "smoke_test"))
+    return train, test
+
+
+def fail(msg: str) -> None:
+    print(f"gpu_smoke: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def preconditions(model: str | None) -> str:
+    if not model:
+        fail("set RLRT_SMOKE_MODEL to a local model folder (e.g. Qwen3-0.6B); nothing is downloaded")
+    if not (Path(model) / "config.json").is_file():
+        fail(f"RLRT_SMOKE_MODEL={model}: not a model folder (no config.json)")
+    try:
+        import torch
+    except ImportError:
+        fail("torch is not installed: run in the GPU environment (envs/gpu.yaml)")
+    if not torch.cuda.is_available():
+        fail("no CUDA GPU visible (torch.cuda.is_available() is False)")
+    for mod, what in (("vllm", "vLLM"), ("verl", "verl 0.9.1")):
+        if importlib.util.find_spec(mod) is None:
+            fail(f"{what} is not installed: run in the GPU environment (envs/gpu.yaml / envs/gpu.def)")
+    if importlib.util.find_spec("rlrt.backends.verl.train") is None:
+        fail("rlrt.backends.verl.train (the verl RL entry point) is missing from this checkout")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="print the verl overrides and the request count; no GPU")
+    p.add_argument("--work", default=str(ROOT / "results-smoke"), help="scratch folder (data, checkpoints, outputs)")
+    p.add_argument("--out", default=None, help="summary JSON (default <work>/gpu_smoke.json)")
+    args = p.parse_args(argv)
+    work = Path(args.work).resolve()
+    model = os.environ.get("RLRT_SMOKE_MODEL")
+    if not args.dry_run:
+        model = preconditions(model)
+    model = model or "<RLRT_SMOKE_MODEL>"
+    job, ev = configs(model)
+    train_file, test_file = write_data(work)
+    overrides = hydra_overrides(job, model_path=model, train_file=str(train_file), val_file=str(test_file),
+                                ckpt_dir=str(work / "verl_checkpoints"), n_gpus=int(job["gpus"]),
+                                experiment_name=f"smoke-{METHOD}")
+    n_requests = min(N_TEST, ev["max_problems"] or N_TEST)
+    if args.dry_run:
+        print(format_command(overrides))
+        print("\n".join(overrides))
+        print(f"eval requests: {n_requests} prompts x n={ev['n']} samples = {n_requests * int(ev['n'])} responses "
+              f"(max_tokens {ev['max_new_tokens']})")
+        return 0
+
+    from rlrt.backends.verl.evaluate import evaluate
+    from rlrt.backends.verl.train import run
+
+    out_model, metrics = work / "model", work / "metrics.json"
+    t0 = time.perf_counter()
+    run(job, model=model, data=str(train_file), out=str(out_model), metrics=str(metrics),
+        checkpoints=str(work / "checkpoints"), gpus=int(job["gpus"]))
+    train_s = time.perf_counter() - t0
+    history = json.loads(metrics.read_text()).get("history", []) if metrics.is_file() else []
+    step_times = [h.get("step_time") for h in history]
+    for h in history:
+        print(f"step {h.get('step')}: {h.get('step_time')} s, reward {h.get('reward_mean')}")
+    eval_model = str(out_model) if (out_model / "config.json").is_file() else model
+    t1 = time.perf_counter()
+    result = evaluate(ev, model=eval_model, data_paths=[str(test_file)], out=str(work / "eval.json"))
+    eval_s = time.perf_counter() - t1
+    summary = {"model": model, "evaluated": eval_model, "train_wall_s": train_s, "step_times": step_times,
+               "eval_wall_s": eval_s, "eval_requests": n_requests * int(ev["n"]),
+               "eval": result["splits"][test_file.stem]["metrics"], "overrides": overrides}
+    write_json(args.out or work / "gpu_smoke.json", summary)
+    print(f"train {train_s:.0f}s (steps {step_times}), eval {eval_s:.0f}s: {summary['eval']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
