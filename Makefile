@@ -7,10 +7,10 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup dryrun report bench clean
+.PHONY: run test setup dryrun paper-dryrun report bench gpu-smoke clean
 
 # Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
-run dryrun report test bench: export PATH := $(abspath $(BIN)):$(PATH)
+run dryrun paper-dryrun report test bench: export PATH := $(abspath $(BIN)):$(PATH)
 
 # torch first, pinned to the CPU build served here; then the package with its pinned deps.
 $(BIN)/.installed: pyproject.toml
@@ -28,6 +28,11 @@ run: setup
 dryrun: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
+# The paper-scale plan through the SLURM profile: every job with the GPUs, memory and time it would ask for
+# (nothing is submitted; the test extra installs verl here, so the backend check passes without --sdm).
+paper-dryrun: setup
+	$(BIN)/snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm -n
+
 # Snakemake's self-contained HTML report of the finished run (figures, tables, runtimes, provenance).
 report: setup
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html
@@ -40,3 +45,8 @@ bench: setup
 
 clean:
 	rm -rf results .snakemake
+
+# GPU smoke test of the paper-scale backend (2 verl RLRT steps + a vLLM evaluation) on one GPU, run inside the GPU
+# environment (envs/gpu.yaml or envs/gpu.def), not the CPU venv: RLRT_SMOKE_MODEL=/path/to/Qwen3-0.6B make gpu-smoke
+gpu-smoke:
+	python bench/gpu_smoke.py

@@ -7,7 +7,7 @@
 
 from rlrt.rlt_models import rlt_models
 
-RLT = config.get("rlt")
+RLT = config.get("rlt") if (config.get("rlt") or {}).get("enabled", True) else None  # rlt.enabled: false -> no branch
 
 if RLT:
     RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies

@@ -28,10 +28,14 @@ LOCAL_RULES = {"all", "mlflow_init", "table1", "table3", "table4", "sweeps_table
                "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure"}
 
 
-def dry_run(tmp_path, *extra: str) -> list[dict]:
-    """Every planned job of `snakemake -n --configfile config/paper.yaml`: rule, wildcards, resources."""
+def dry_run(tmp_path, *extra: str, overlay: str | None = None) -> list[dict]:
+    """Every planned job of `snakemake -n --configfile config/paper.yaml [overlay]`: rule, wildcards, resources."""
+    configs = [str(ROOT / "config" / "paper.yaml")]
+    if overlay is not None:
+        (tmp_path / "overlay.yaml").write_text(overlay)
+        configs.append(str(tmp_path / "overlay.yaml"))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "-n", "--cores", "32", *extra, "--configfile", str(ROOT / "config" / "paper.yaml")]
+           "-n", "--cores", "32", *extra, "--configfile", *configs]
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
@@ -65,6 +69,12 @@ def jobs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def rlt_jobs(tmp_path_factory):
+    """The RLT branch at the paper's sizes, planned on the local backend (paper.yaml keeps it off on verl)."""
+    return dry_run(tmp_path_factory.mktemp("paper_rlt"), overlay="backend: local\nrlt: {enabled: true}\n")
+
+
+@pytest.fixture(scope="module")
 def paper():
     from rlrt.config import load_overlay
 
@@ -81,13 +91,11 @@ def test_paper_matrix_job_counts(jobs, paper):
     assert counts["rl"] == 12 + 16 + 3 == 31 == sum(len(r) for r in planned_runs(paper).values())
     assert counts["evaluate"] == 4 + 12  # every Table 1 cell: the untrained backbones + the 12 trained runs
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
-    assert counts["prepare_dataset"] == 1 + 6 + 1  # DAPO-Math-17k, the six benchmarks, Bespoke-Stratos-17k
-    assert counts["backbone"] == 4 + 2  # the four Qwen3 models, Qwen2.5-7B/32B-Instruct (RLT)
+    assert counts["prepare_dataset"] == 1 + 6  # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits)
+    assert counts["backbone"] == 4  # the four Qwen3 models
     assert counts["prepare_data"] == counts["tokenizer"] == 0  # no synthetic data, no stand-in tokenizer
-    # RLT: 2 students x {RLT, reference} x {17K, 1K} + countdown (first student) + 16 reward ranks
-    assert counts["rlt_student_sft"] == 2 * 4 + 1 + 16
-    assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1
-    for rule in ("table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9", "rlt_table1", "rlt_table2",
+    assert not [r for r in counts if r.startswith("rlt_")]  # rlt.enabled: false (no verl path for the teacher yet)
+    for rule in ("table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
                  "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
         assert counts[rule] == 1, rule
     evaluated = {(j["wildcards"]["backbone"], j["wildcards"]["run"]) for j in jobs if j["rule"] == "evaluate"}
@@ -137,3 +145,42 @@ def test_embedded_default_asks_for_no_gpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rule rl:" in proc.stdout and "gpu=" not in proc.stdout
+
+
+def test_verl_save_freq_must_divide_the_saved_steps(paper):
+    """verl writes checkpoints only at multiples of trainer.save_freq: an rl.save_steps entry between them (an
+    analysis checkpoint that would never exist) stops at validation."""
+    import copy
+
+    from rlrt.config import ConfigError, validate
+
+    cfg = copy.deepcopy(paper)
+    cfg["rl"]["save_steps"] = [50, 105]
+    with pytest.raises(ConfigError, match=r"^config key 'verl.save_freq': rl.save_steps \[105\] are not multiples"):
+        validate(cfg)
+
+
+def test_rlt_branch_at_paper_sizes(rlt_jobs, paper):
+    """With the branch switched on (local backend), the RLT paper's matrix: 2 students x {RLT, reference} x
+    {17K, 1K} student SFTs + countdown + 16 reward ranks, Bespoke-Stratos-17k staged, the Qwen2.5 models."""
+    counts = Counter(j["rule"] for j in rlt_jobs)
+    assert counts["rlt_student_sft"] == 2 * 4 + 1 + 16
+    assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1
+    assert counts["prepare_dataset"] == 1 + 6 + 1 and counts["backbone"] == 4 + 2
+    for rule in ("rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure"):
+        assert counts[rule] == 1, rule
+    for j in rlt_jobs:
+        if j["rule"] in GPU_RULES and j["rule"].startswith("rlt_"):
+            want = {**paper["resources"]["default"], **paper["resources"][GPU_RULES[j["rule"]]]}
+            assert int(j["resources"]["gpu"]) == want["gpus"] > 0, j
+
+
+def test_verl_refuses_the_rlt_branch_before_any_job(paper):
+    import copy
+
+    from rlrt.config import ConfigError, validate
+
+    cfg = copy.deepcopy(paper)
+    cfg["rlt"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"^config key 'rlt.enabled': backend verl cannot run the RLT branch"):
+        validate(cfg)

@@ -73,7 +73,13 @@ def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
     failing at the start of that RL job after a day in the queue."""
     if cfg["backend"] != "verl":
         return
+    from rlrt.backends.verl.overrides import save_freq  # pure (no verl import): the rule verl's checkpoints follow
     from rlrt.methods.registry import get_method, objective_name
+
+    try:
+        save_freq(cfg.get("verl") or {}, cfg["rl"])
+    except ValueError as e:
+        raise ConfigError(f"config key 'verl.save_freq': {e}") from None
 
     for backbone, rs in runs.items():
         for r in rs:
@@ -182,8 +188,14 @@ def _method_checks(cfg: dict[str, Any]) -> None:
 
 def _rlt_checks(cfg: dict[str, Any]) -> None:
     rlt = cfg.get("rlt")
-    if not rlt:
+    if not rlt or not rlt.get("enabled", True):
         return
+    if cfg["backend"] == "verl":
+        raise ConfigError(
+            "config key 'rlt.enabled': backend verl cannot run the RLT branch yet: rlt_teacher_rl has no verl path "
+            "(verl 0.9.1's agent loop cannot continue a prompt that ends inside the assistant turn), and teacher SFT, "
+            "distillation and the reward-rank data run only on the local engine; set rlt.enabled: false or "
+            "backend: local")
     for key in ("teacher", "reward_student"):
         if rlt[key] not in cfg["backbones"]:
             raise ConfigError(f"config key 'rlt.{key}': unknown backbone {rlt[key]!r}")
