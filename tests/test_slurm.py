@@ -1,0 +1,300 @@
+"""The workflow on a real SLURM cluster: the slurm profile parses, and a slice of the config/ci.yaml DAG runs through
+sbatch on a single-node cluster started by tests/slurm_cluster.py, with the numbers of the local run.
+
+The slice (the whole ci DAG, 117 jobs, would take ~4x the SLURM budget of ~8 minutes on CI's 2 cores): the targets
+``results/eval/S-base/base.json``, ``results/eval/S-base/rlrt.json`` (the two Table 1 rows of backbone S-base for
+the base model and RLRT) and ``results/tables/table4.csv``. That is 6 SLURM jobs of 4 stage kinds (prepare_data and
+tokenizer: prepare; backbone S-base: backbone; rl S-base/rlrt: rl; evaluate x2: evaluate) and 2 local rules
+(mlflow_init, table4), plus the resubmission of the RL job that the test cancels mid-run.
+
+What it proves:
+- every non-local job went through sbatch with the partition, --mem, -t and --gpus its stage kind's ``resources``
+  in the config give (read back with ``scontrol show job`` while MinJobAge keeps the finished jobs), the profile's
+  default partition for kinds that set none, ``--requeue`` from the profile, and no local rule became a job;
+- Table 1's cells of those rows (computed by rlrt.stages.tables from the SLURM run's eval files) and Table 4 equal
+  the local run's (the ``dag_run`` fixture) character for character;
+- the RL job ``scancel``-ed after it saved its resume state is resubmitted by the profile's ``retries``, resumes
+  (its log says so) and ends with the uninterrupted local run's metrics history (timing keys excepted);
+- the cluster goes away even when the code inside it fails (``test_cluster_is_torn_down_on_error``).
+
+Set RLRT_TEST_LOCAL_DAG to the working directory of an earlier local ci.yaml run (results/ inside) to compare
+against it instead of running ``dag_run`` (saves minutes when iterating on this file alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+from slurm_cluster import SYSTEM_CONF, ClusterUnavailable, single_node_slurm, unavailable
+
+PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+CPU_PART, GPU_PART = "rlrt-cpu", "rlrt-gpu"  # the cluster's default partition is "debug": no job may land there
+TARGETS = ["results/eval/S-base/base.json", "results/eval/S-base/rlrt.json", "results/tables/table4.csv"]
+RL_RUN = "results/runs/S-base/rlrt"
+# Per stage kind, values no other kind shares, so each job's sbatch flags show which kind's block they came from.
+# cpus stay 1 (threads = cpus, as in the local run: the numbers must not change); gpus and partitions do not
+# touch the numbers on the CPU backend.
+RESOURCES = {
+    "default": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime": 20, "partition": None},
+    "prepare": {"mem_mb": 1100, "runtime": 21},
+    "backbone": {"mem_mb": 1200, "runtime": 22},
+    "rl": {"gpus": 1, "mem_mb": 1500, "runtime": 31, "partition": GPU_PART},
+    "evaluate": {"gpus": 1, "mem_mb": 1300, "runtime": 23, "partition": GPU_PART},
+}
+RULE_KIND = {"prepare_data": "prepare", "tokenizer": "prepare", "backbone": "backbone", "rl": "rl",
+             "evaluate": "evaluate"}
+EXPECTED_JOBS = {"prepare_data": 1, "tokenizer": 1, "backbone": 1, "rl": 2, "evaluate": 2}  # rl: cancelled + retry
+SNAKEMAKE_TIMEOUT = 1200  # s; the run itself is budgeted at ~8 min on CI's 2 cores
+
+
+def _env(extra: dict | None = None) -> dict:
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": path, **(extra or {})}
+    for k in ("RLRT_SLURM_ACCOUNT", "RLRT_SDM", "RLRT_APPTAINER_ARGS", "RLRT_SLURM_JOBS"):
+        env.pop(k, None)
+    return env
+
+
+def _snakemake_cmd(workdir: Path, *extra: str, overlays: tuple[Path, ...] = (), profile: Path = PROFILE) -> list[str]:
+    """snakemake with the profile on config/ci.yaml (+ overlays); ``extra`` last (targets after the options)."""
+    return [sys.executable, "-m", "snakemake", "--profile", str(profile), "--snakefile", str(ROOT / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(ROOT / "config" / "ci.yaml"), *map(str, overlays),
+            *extra]
+
+
+# ---------------------------------------------------------------- the profile itself (fast, no cluster) ----
+
+def test_profile_parses_and_rejects_unknown_keys(tmp_path):
+    """``-n`` with the profile plans the ci DAG; the site's partition env var reaches every job; a copy of the
+    profile with one unknown key is refused (so a misspelt key cannot be silently ignored)."""
+    env = _env({"RLRT_SLURM_PARTITION": "site-part"})
+    proc = subprocess.run(_snakemake_cmd(tmp_path, "-n"), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "This was a dry-run" in out
+    assert "slurm_partition=site-part" in out  # default-resources from RLRT_SLURM_PARTITION (YTE)
+    assert "slurm_account" not in out  # unset RLRT_SLURM_ACCOUNT: no -A
+    bad = tmp_path / "bad_profile"
+    shutil.copytree(PROFILE, bad)
+    with open(bad / "config.yaml", "a") as f:
+        f.write("slurm-status-comand: squeue\n")  # misspelt
+    proc = subprocess.run(_snakemake_cmd(tmp_path, "-n", profile=bad), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "unrecognized arguments: --slurm-status-comand" in proc.stderr
+
+
+def test_profile_settings_are_plugin_settings():
+    """Every slurm-* key of the profile is a setting of the installed plugin (what `snakemake --help` lists)."""
+    from dataclasses import fields
+
+    from snakemake_executor_plugin_slurm import ExecutorSettings
+
+    text = (PROFILE / "config.yaml").read_text()
+    keys = [ln.split(":")[0] for ln in text.splitlines() if ln.startswith("slurm-")]
+    assert set(keys) == {"slurm-requeue", "slurm-status-command", "slurm-init-seconds-before-status-checks",
+                         "slurm-keep-successful-logs"}
+    names = {f.name for f in fields(ExecutorSettings)}
+    assert {k.removeprefix("slurm-").replace("-", "_") for k in keys} <= names
+
+
+# ---------------------------------------------------------------- a real cluster ----
+
+@pytest.mark.slow
+def test_cluster_is_torn_down_on_error(tmp_path):
+    """An exception inside the cluster still cancels its running job and stops every daemon it started."""
+    folder = tmp_path / "slurm"
+    pidfile = tmp_path / "job.pid"
+    pids = {}
+    try:
+        with single_node_slurm(folder, partitions=("only",), gpus=1) as c:
+            c.run("sbatch", "--parsable", "-o", str(tmp_path / "job.out"), "--wrap", f"echo $$ > {pidfile}; sleep 300")
+            for _ in range(100):
+                if pidfile.exists() and pidfile.read_text().strip():
+                    break
+                time.sleep(0.2)
+            pids = {n: int((folder / f"{n}.pid").read_text()) for n in ("slurmctld", "slurmd")}
+            pids["job"] = int(pidfile.read_text())
+            assert all(_alive(p) for p in pids.values())
+            raise RuntimeError("boom")
+    except ClusterUnavailable as e:
+        unavailable(str(e))
+    except RuntimeError as e:
+        assert str(e) == "boom"
+    assert len(pids) == 3
+    time.sleep(1)
+    assert not [n for n, p in pids.items() if _alive(p)]
+    assert not (folder / "state").exists() and not (folder / "spool").exists()
+    assert not SYSTEM_CONF.is_symlink()  # the link for the jobs' srun is gone too
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")  # a zombie has ended
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    try:
+        with single_node_slurm(tmp_path_factory.mktemp("slurm"), partitions=("debug", CPU_PART, GPU_PART)) as c:
+            yield c
+    except ClusterUnavailable as e:
+        unavailable(str(e))
+
+
+@pytest.fixture(scope="module")
+def local_run(request):
+    given = os.environ.get("RLRT_TEST_LOCAL_DAG")
+    return Path(given) if given else request.getfixturevalue("dag_run")
+
+
+def _cancel_when_resumable(cluster, workdir: Path, found: dict, stop: threading.Event) -> None:
+    """Watch for the RL job's resume state, then scancel that job (once): a preempted / killed job mid-run."""
+    state = workdir / f"{RL_RUN}/checkpoints.partial/resume_state.pt"
+    while not stop.is_set():
+        if state.exists():
+            out = cluster.run("squeue", "-h", "-o", "%i|%k", check=False)
+            ids = [ln.split("|")[0] for ln in out.splitlines() if ln.split("|")[-1].startswith("rule_rl_")]
+            if ids:
+                found["job_id"] = ids[0]
+                found["at"] = time.monotonic()
+                cluster.run("scancel", ids[0])
+                return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, local_run, tmp_path_factory):
+    """The DAG slice through the slurm profile on the test cluster, with the RL job cancelled once mid-run."""
+    workdir = tmp_path_factory.mktemp("slurm_dag")
+    overlay = workdir / "slurm_overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
+    env = {**_env({"RLRT_SLURM_PARTITION": CPU_PART}), "SLURM_CONF": cluster.env["SLURM_CONF"]}
+    cmd = ["timeout", "-s", "INT", str(SNAKEMAKE_TIMEOUT),  # snakemake ignores SIGTERM
+           *_snakemake_cmd(workdir, "--slurm-init-seconds-before-status-checks", "2", *TARGETS, overlays=(overlay,))]
+    found, stop = {}, threading.Event()
+    watcher = threading.Thread(target=_cancel_when_resumable, args=(cluster, workdir, found, stop), daemon=True)
+    t0 = time.monotonic()
+    watcher.start()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT + 60)
+    finally:
+        stop.set()
+        watcher.join(5)
+    wall = time.monotonic() - t0
+    print(f"\nSLURM DAG slice: {wall:.0f} s wall, rc {proc.returncode}")
+    (workdir / "snakemake.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text(errors='replace')[-2000:]}"
+                         for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")))
+        raise AssertionError(f"snakemake through SLURM failed ({proc.returncode}) after {wall:.0f} s:\n"
+                             f"{proc.stderr[-6000:]}\n{logs}")
+    jobs = [j for j in cluster.jobs() if j.get("Comment", "").startswith("rule_")]
+    return {"workdir": workdir, "wall": wall, "cancelled": found.get("job_id"), "jobs": jobs, "local": local_run,
+            "log": proc.stdout + proc.stderr}
+
+
+def _rule(job: dict) -> str:
+    comment = job["Comment"].removeprefix("rule_")
+    return comment.split("_wildcards_")[0]
+
+
+def _minutes(limit: str) -> int:
+    """SLURM's TimeLimit ([D-]HH:MM:SS) in minutes."""
+    days, _, hms = limit.rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return (int(days) if days else 0) * 1440 + h * 60 + m + (s > 0)
+
+
+@pytest.mark.slow
+def test_every_job_went_through_sbatch_with_its_config_resources(slurm_run):
+    jobs = slurm_run["jobs"]
+    counts = {}
+    for j in jobs:
+        counts[_rule(j)] = counts.get(_rule(j), 0) + 1
+    assert counts == EXPECTED_JOBS, counts  # no local rule (mlflow_init, table4) became a job
+    for j in jobs:
+        r = {**RESOURCES["default"], **RESOURCES[RULE_KIND[_rule(j)]]}
+        where = f"{_rule(j)} (SLURM job {j['JobId']})"
+        assert j["Partition"] == (r["partition"] or CPU_PART), where  # config's partition, else the profile's
+        assert j["MinMemoryNode"] == f"{r['mem_mb']}M", where
+        assert _minutes(j["TimeLimit"]) == r["runtime"], where
+        assert j["NumCPUs"] == str(r["cpus"]), where
+        gpus = j.get("TresPerJob", "")
+        assert gpus == (f"gres:gpu:{r['gpus']}" if r["gpus"] else "") or (not r["gpus"] and "gpu" not in gpus), where
+        assert j["Requeue"] == "1", where  # the profile's slurm-requeue (the cluster's JobRequeue is 0)
+        assert j["JobState"] == ("CANCELLED" if j["JobId"] == slurm_run["cancelled"] else "COMPLETED"), where
+    print(f"\n{len(jobs)} SLURM jobs: {counts}; wall {slurm_run['wall']:.0f} s")
+
+
+def _table1_cells(workdir: Path, evals: list[Path], out: Path) -> pd.DataFrame:
+    """Table 1 rows of S-base for base and RLRT, computed by rlrt.stages.tables as rule table1 does."""
+    from rlrt.config import load_overlay
+
+    cfg = load_overlay(ROOT / "config" / "ci.yaml")
+    tcfg = {"backbones": ["S-base"], "methods": ["rlrt"], "splits": cfg["data"]["test_splits"],
+            "skipped": {"S-base": []},
+            "n": cfg["eval"]["n"], "stand_in_for": {"S-base": cfg["backbones"]["S-base"].get("stand_in_for", "")}}
+    subprocess.run([sys.executable, "-m", "rlrt.stages.tables", "--table", "table1", "--cfg", json.dumps(tcfg),
+                    "--evals", *map(str, evals), "--out-csv", str(out), "--out-md", str(out.with_suffix(".md"))],
+                   check=True, env=_env(), cwd=workdir, capture_output=True, text=True)
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    return df[(df.backbone == "S-base") & df.method.isin(["base", "rlrt"])].set_index("method").sort_index()
+
+
+@pytest.mark.slow
+def test_tables_equal_the_local_run(slurm_run):
+    work, local = slurm_run["workdir"], slurm_run["local"]
+    got = _table1_cells(work, [work / "results/eval/S-base/base.json", work / "results/eval/S-base/rlrt.json"],
+                        work / "table1_slice.csv")
+    ref = pd.read_csv(local / "results/tables/table1.csv", dtype=str, keep_default_na=False)
+    ref = ref[(ref.backbone == "S-base") & ref.method.isin(["base", "rlrt"])].set_index("method").sort_index()
+    value_cols = [c for c in ref.columns if "@" in c]
+    assert len(value_cols) >= 4 and len(got) == 2
+    pd.testing.assert_frame_equal(got[value_cols], ref[value_cols])
+    assert (work / "results/tables/table4.csv").read_text() == (local / "results/tables/table4.csv").read_text()
+
+
+def _no_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "step_time" and not k.startswith("time_")} for h in history]
+
+
+@pytest.mark.slow
+def test_cancelled_rl_job_is_retried_and_resumes_to_the_same_history(slurm_run):
+    work, local = slurm_run["workdir"], slurm_run["local"]
+    assert slurm_run["cancelled"], "the RL job was never seen with its resume state (nothing was cancelled)"
+    rl = sorted((j for j in slurm_run["jobs"] if _rule(j) == "rl"), key=lambda j: int(j["JobId"]))
+    assert [j["JobState"] for j in rl] == ["CANCELLED", "COMPLETED"] and rl[0]["JobId"] == slurm_run["cancelled"]
+    log = (work / "results/logs/rl/S-base/rlrt.log").read_text()
+    assert "resuming from" in log and "finished steps" in log, log[-2000:]  # the retry continued, not restarted
+    got = json.loads((work / RL_RUN / "metrics.json").read_text())
+    ref = json.loads((local / RL_RUN / "metrics.json").read_text())
+    assert len(got["history"]) == len(ref["history"]) > 1
+    assert _no_timing(got["history"]) == _no_timing(ref["history"])
+    assert not (work / f"{RL_RUN}/checkpoints.partial").exists()  # the completed retry removed its resume state
+
+
+def test_unavailable_cluster_skips_here_and_fails_under_ci(monkeypatch):
+    """Without root/apt the SLURM test is skipped with the reason, except under CI, where it must fail."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not root"):
+        unavailable("not root")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="unavailable under CI: not root"):
+        unavailable("not root")
