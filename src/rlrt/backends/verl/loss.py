@@ -24,11 +24,12 @@ from typing import Callable, Optional
 
 from torch import Tensor
 
+from rlrt.backends.verl.overrides import LOSS_MODES as VERL_LOSS_MODES
 from rlrt.methods.losses import agg_loss
 from rlrt.methods.objectives import MicroBatch, Plan, Terms, get_objective
 
-LOSS_MODES = {"sdpo": "rlrt_sdpo", "srpo": "rlrt_srpo"}
-"""Registered objective -> verl ``policy_loss.loss_mode`` (must equal ``rlrt.backends.verl.overrides.LOSS_MODES``)."""
+LOSS_MODES = {obj: mode for obj, mode in VERL_LOSS_MODES.items() if mode.startswith("rlrt_")}
+"""The objectives whose verl ``policy_loss.loss_mode`` is ours (not verl's ``vanilla``): SDPO and SRPO."""
 
 
 def plan_rows(plan: Plan, rows: slice | Tensor) -> Plan:

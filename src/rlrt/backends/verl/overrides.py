@@ -63,8 +63,12 @@ ROLLOUT_IS_LEVEL = "token"
 """``algorithm.rollout_correction.rollout_is``: per-token truncated IS (verl's TIS) -- our reading of Table 5."""
 
 LOSS_MODES = {"pg": "vanilla", "pg_entropy": "vanilla", "sdpo": "rlrt_sdpo", "srpo": "rlrt_srpo"}
-"""Registered objective -> verl ``policy_loss.loss_mode``. ``rlrt_sdpo`` / ``rlrt_srpo`` are registered by the project's
-plugin (``rlrt.backends.verl.plugin``); change both sides together."""
+"""Registered objective -> verl ``policy_loss.loss_mode``. The names that are not verl's own (``rlrt_sdpo`` /
+``rlrt_srpo``) are registered by the project's plugin (``rlrt.backends.verl.plugin``, from this table)."""
+
+ENTROPY_BONUS = {"pg": False, "pg_entropy": True, "sdpo": False, "srpo": False}
+"""Registered objective -> whether verl's ``entropy_coeff`` carries the method's loss-level entropy bonus (GRPO+EB's
+``variant: loss``); a table, so that no code branches on an objective's name."""
 
 REWARD_FUNCTION = "compute_score"
 """Name of the reward function in ``rlrt/backends/verl/reward.py`` (verl ``custom_reward_function.name``)."""
@@ -157,7 +161,7 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
                          "vanilla loss always applies dual-clip; set a value > 1 (verl's default 3.0)")
     rollout = _require(v, "rollout", "verl")
     dynamic = bool(_require(v, "use_dynamic_bsz", "verl"))
-    entropy_coeff = float(settings.entropy_coeff) if objective == "pg_entropy" else 0.0
+    entropy_coeff = float(settings.entropy_coeff) if ENTROPY_BONUS[objective] else 0.0
     freq = save_freq(v, rl)
     tracking = job_cfg.get("tracking")
     seed = int(job_cfg["seed"])
