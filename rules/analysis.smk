@@ -43,11 +43,16 @@ if "heatmaps" in ANALYSIS:
             track=tracking_input(),
         output:
             png=[report(p, caption="../workflow/report/fig2_heatmap.rst", category="Analyses",
-                        subcategory="Fig 2 / 12: asymmetry heatmaps") for p in _HEAT_PNG],
+                        subcategory="Fig 2 / 12: asymmetry heatmaps",
+                        labels={"result": f"Fig 2 heatmap, example {i} (PNG)"})
+                 for i, p in enumerate(_HEAT_PNG, 1)],
             html=[report(p, caption="../workflow/report/fig2_heatmap.rst", category="Analyses",
-                         subcategory="Fig 2 / 12: asymmetry heatmaps (HTML, hover values)") for p in _HEAT_HTML],
+                         subcategory="Fig 2 / 12: asymmetry heatmaps",
+                         labels={"result": f"Fig 2 heatmap, example {i} (HTML, hover values)"})
+                  for i, p in enumerate(_HEAT_HTML, 1)],
             json=f"{R}/analysis/heatmaps.json",
         params:
+            code=stage_code("rlrt.stages.analysis_heatmaps"),
             cfg=analysis_cfg("heatmaps"),
         threads: stage_threads("analysis")
         resources:
@@ -59,7 +64,7 @@ if "heatmaps" in ANALYSIS:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.analysis_heatmaps --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_heatmaps --cfg {params.cfg:q} --threads {threads} "
             "--model {input.model} --data {input.data} --out-png {output.png} --out-html {output.html} "
             "--out-json {output.json} > {log} 2>&1"
 
@@ -76,13 +81,16 @@ if "markers" in ANALYSIS:
             track=tracking_input(),
         output:
             csv=report(f"{R}/tables/table2_markers.csv", caption="../workflow/report/table2_markers.rst",
-                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers"),
+                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers",
+                       labels={"result": "Table 2: explore / exploit markers"}),
             md=f"{R}/tables/table2_markers.md",
             png=report(f"{R}/figures/fig3_markers.png", caption="../workflow/report/fig3_markers.rst",
-                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers"),
+                       category="Analyses", subcategory="Table 2 / Fig 3: explore-exploit markers",
+                       labels={"result": "Fig 3: marker polarization"}),
             scores=f"{R}/analysis/marker_scores.csv",
             json=f"{R}/analysis/markers.json",
         params:
+            code=stage_code("rlrt.stages.analysis_markers"),
             cfg=analysis_cfg("markers"),
         threads: stage_threads("analysis")
         resources:
@@ -94,7 +102,7 @@ if "markers" in ANALYSIS:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.analysis_markers --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_markers --cfg {params.cfg:q} --threads {threads} "
             "--model {input.model} --data {input.data} --out-csv {output.csv} --out-md {output.md} "
             "--out-png {output.png} --out-scores {output.scores} --out-json {output.json} > {log} 2>&1"
 
@@ -112,11 +120,13 @@ if "reflection" in ANALYSIS:
             track=tracking_input(),
         output:
             png=report(f"{R}/figures/fig6_reflection.png", caption="../workflow/report/fig6_reflection.rst",
-                       category="Analyses", subcategory="Fig 6: reflection injection"),
+                       category="Analyses", subcategory="Fig 6: reflection injection",
+                       labels={"result": "Fig 6: reflection injection flips"}),
             flips=f"{R}/analysis/reflection_flips.csv",
             records=f"{R}/analysis/reflection_records.csv",
             json=f"{R}/analysis/reflection.json",
         params:
+            code=stage_code("rlrt.stages.analysis_reflection"),
             cfg=analysis_cfg("reflection", rl_steps=config["rl"]["steps"]),
         threads: stage_threads("analysis")
         resources:
@@ -128,7 +138,7 @@ if "reflection" in ANALYSIS:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.analysis_reflection --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_reflection --cfg {params.cfg:q} --threads {threads} "
             "--base {input.base} --models {input.models} --checkpoints {input.checkpoints} --data {input.data} "
             "--out-png {output.png} --out-flips {output.flips} --out-records {output.records} "
             "--out-json {output.json} > {log} 2>&1"
@@ -146,9 +156,11 @@ if "shift" in ANALYSIS:
             track=tracking_input(),
         output:
             png=report(f"{R}/figures/fig7_shift.png", caption="../workflow/report/fig7_shift.rst",
-                       category="Analyses", subcategory="Fig 7: distribution shift"),
+                       category="Analyses", subcategory="Fig 7: distribution shift",
+                       labels={"result": "Fig 7: shift of the fine-tuned policies"}),
             json=f"{R}/analysis/shift.json",
         params:
+            code=stage_code("rlrt.stages.analysis_shift"),
             cfg=analysis_cfg("shift"),
         threads: stage_threads("analysis")
         resources:
@@ -160,6 +172,6 @@ if "shift" in ANALYSIS:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.analysis_shift --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_shift --cfg {params.cfg:q} --threads {threads} "
             "--base {input.base} --models {input.models} --data {input.data} --out-png {output.png} "
             "--out-json {output.json} > {log} 2>&1"

@@ -29,6 +29,7 @@ rule backbone:
         model=directory(f"{R}/checkpoints/{{backbone}}"),
         metrics=f"{R}/checkpoints/{{backbone}}.json",
     params:
+        code=stage_code("rlrt.stages.backbone"),
         cfg=lambda w: as_json(backbone_cfg(w.backbone)),
         source=backbone_source_args,
     threads: stage_threads("backbone")
@@ -41,5 +42,5 @@ rule backbone:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.backbone --cfg {params.cfg:q} --threads {threads} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.backbone --cfg {params.cfg:q} --threads {threads} "
         "{params.source} --out {output.model} --metrics {output.metrics} > {log} 2>&1"

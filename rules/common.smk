@@ -3,6 +3,7 @@ import json
 import os
 import re
 
+from rlrt.codekey import code_key
 from rlrt.config import (ConfigError, check_backend_installed, data_splits, parse_run_id, planned_runs, run_config,
                          sweep_runs, table1_methods, validate)
 
@@ -14,6 +15,14 @@ except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 
 BACKEND = config["backend"]
+# Code keys (the `code` param of every stage rule): editing a module reruns exactly the jobs whose stage imports it
+# (rlrt.codekey). The verl backend is imported by the stages only under backend: verl, so it keys nothing here else.
+CODE_EXCLUDE = () if BACKEND == "verl" else ("rlrt.backends.verl",)
+
+
+def stage_code(module):
+    return code_key(module, CODE_EXCLUDE)
+
 R = config["results"]
 # The interpreter of the job's environment: `python` on PATH -- the conda env under `--sdm conda`, else the one
 # the caller puts first on PATH (`make` and the tests put the venv's bin/ there), never the driver's own path.
@@ -23,13 +32,15 @@ ALL_BACKBONES = list(config["backbones"])  # also those used by name only (RLT t
 METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
 RUNS = planned_runs(config)  # backbone -> every RL run there (methods.run + extra runs + sweep points)
 EXP = config.get("experiments") or {}
+# MLflow: the store is exported to every job as MLFLOW_TRACKING_URI (an `mlflow server` a cluster sets before
+# running snakemake wins; else tracking.uri; else SQLite under results/), not passed as a rule parameter, so that
+# pointing the jobs at another store reruns nothing. TRACK (enabled, experiment) is what the jobs' params carry.
 TRACK = None
 if config["tracking"]["enabled"]:
-    TRACK = {
-        "uri": f"sqlite:///{R}/mlflow/mlflow.db",
-        "artifact_root": f"{R}/mlflow/artifacts",
-        **config["tracking"],
-    }
+    os.environ.setdefault("MLFLOW_TRACKING_URI", config["tracking"].get("uri") or f"sqlite:///{R}/mlflow/mlflow.db")
+    os.environ.setdefault("RLRT_MLFLOW_ARTIFACT_ROOT", config["tracking"].get("artifact_root")
+                          or f"{R}/mlflow/artifacts")
+    TRACK = {k: v for k, v in config["tracking"].items() if k not in ("uri", "artifact_root")}
 # The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
 ENV = "../envs/rlrt.yaml" if BACKEND == "local" else "../envs/gpu.yaml"
 # envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,

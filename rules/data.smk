@@ -7,6 +7,7 @@ rule prepare_data:
     output:
         splits=expand(f"{R}/data/{{split}}.jsonl", split=list(config["data"]["splits"])),
     params:
+        code=stage_code("rlrt.stages.prepare_data"),
         cfg=as_json(config["data"]),
         out_dir=f"{R}/data",
     threads: stage_threads("prepare")
@@ -19,7 +20,7 @@ rule prepare_data:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule prepare_dataset:
@@ -27,6 +28,7 @@ rule prepare_dataset:
     output:
         f"{R}/data/{{split}}.parquet",
     params:
+        code=stage_code("rlrt.stages.prepare_dataset"),
         cfg=lambda w: as_json({**config["data"]["datasets"][w.split], "split": w.split, "seed": config["seed"]}),
     threads: stage_threads("prepare")
     resources:
@@ -38,7 +40,7 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule tokenizer:
@@ -47,6 +49,7 @@ rule tokenizer:
     output:
         directory(f"{R}/tokenizer"),
     params:
+        code=stage_code("rlrt.stages.tokenizer"),
         cfg=as_json({**config["tokenizer"], "seed": config["seed"]}),
     threads: stage_threads("prepare")
     resources:
@@ -58,7 +61,7 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.tokenizer --cfg {params.cfg:q} --train {input.train} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tokenizer --cfg {params.cfg:q} --train {input.train} --out {output} > {log} 2>&1"
 
 
 rule mlflow_init:
@@ -73,4 +76,4 @@ rule mlflow_init:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.tracking --cfg {params.cfg:q} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.tracking --cfg {params.cfg:q} > {log} 2>&1"

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         f"{R}/eval/{{backbone}}/{{run}}.json",
     params:
+        code=stage_code("rlrt.stages.evaluate"),
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run)),
     threads: stage_threads("evaluate")
     resources:
@@ -20,7 +21,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
         "--data {input.data} --out {output} > {log} 2>&1"
 
 
@@ -40,6 +41,7 @@ rule evaluate_passk:
     output:
         f"{R}/eval_passk/{{backbone}}/{{run}}.json",
     params:
+        code=stage_code("rlrt.stages.evaluate"),
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run, n=EXP["fig8"]["n"],
                                        ks=fig8_ks(),
                                        max_problems=EXP["fig8"].get("max_problems"), stage="eval_passk")),
@@ -53,5 +55,5 @@ rule evaluate_passk:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
         "--data {input.data} --out {output} > {log} 2>&1"

@@ -45,9 +45,11 @@ rule table1:
     input:
         evals=eval_files(),
     output:
-        csv=report(f"{R}/tables/table1.csv", caption="../workflow/report/table1.rst", category="Tables"),
+        csv=report(f"{R}/tables/table1.csv", caption="../workflow/report/table1.rst", category="RLRT",
+                   subcategory="Tables", labels={"result": "Table 1: avg@n / pass@n, every backbone"}),
         md=f"{R}/tables/table1.md",
     params:
+        code=stage_code("rlrt.stages.tables"),
         cfg=table_cfg(BACKBONES, METHODS),
     log:
         f"{R}/logs/table1.log",
@@ -56,7 +58,7 @@ rule table1:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.tables --table table1 --cfg {params.cfg:q} --evals {input.evals} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table1 --cfg {params.cfg:q} --evals {input.evals} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
@@ -64,9 +66,11 @@ rule table3:
     input:
         evals=lambda w: [f"{R}/eval/{EXP['table3']['backbone']}/{r}.json" for r in ["base"] + EXP["table3"]["runs"]],
     output:
-        csv=report(f"{R}/tables/table3.csv", caption="../workflow/report/table3.rst", category="Tables"),
+        csv=report(f"{R}/tables/table3.csv", caption="../workflow/report/table3.rst", category="RLRT",
+                   subcategory="Tables", labels={"result": "Table 3: instruct backbone"}),
         md=f"{R}/tables/table3.md",
     params:
+        code=stage_code("rlrt.stages.tables"),
         cfg=lambda w: table_cfg([EXP["table3"]["backbone"]], EXP["table3"]["runs"]),
     log:
         f"{R}/logs/table3.log",
@@ -75,19 +79,19 @@ rule table3:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.tables --table table3 --cfg {params.cfg:q} --evals {input.evals} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table3 --cfg {params.cfg:q} --evals {input.evals} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule table4:
-    """The unified view of every method, generated from the method registry (reruns when the code changes)."""
-    input:
-        # the registry and every module whose functions and settings its rows are read off
-        methods=[os.path.join(workflow.basedir, "src", "rlrt", "methods", f"{m}.py")
-                 for m in ("registry", "settings", "objectives", "weights", "advantages", "diversity")],
+    """The unified view of every method, generated from the method registry (reruns when that code changes: the
+    code param hashes the registry and every module whose functions and settings its rows are read off)."""
     output:
-        csv=report(f"{R}/tables/table4.csv", caption="../workflow/report/table4.rst", category="Tables"),
+        csv=report(f"{R}/tables/table4.csv", caption="../workflow/report/table4.rst", category="Baselines",
+                   subcategory="Tables", labels={"result": "Table 4: unified view of the methods"}),
         md=f"{R}/tables/table4.md",
+    params:
+        code=stage_code("rlrt.stages.tables"),
     log:
         f"{R}/logs/table4.log",
     benchmark:
@@ -95,7 +99,7 @@ rule table4:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.tables --table table4 --cfg '{{}}' --out-csv {output.csv} --out-md {output.md} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table4 --cfg '{{}}' --out-csv {output.csv} --out-md {output.md} "
         "> {log} 2>&1"
 
 
@@ -103,9 +107,11 @@ rule sweeps_table:
     input:
         runs=lambda w: sweep_metrics(resolved_sweeps()),
     output:
-        csv=report(f"{R}/tables/sweeps.csv", caption="../workflow/report/sweeps.rst", category="Tables"),
+        csv=report(f"{R}/tables/sweeps.csv", caption="../workflow/report/sweeps.rst", category="RLRT",
+                   subcategory="Tables", labels={"result": "Sweeps: Table 5 / Fig 9b settings"}),
         md=f"{R}/tables/sweeps.md",
     params:
+        code=stage_code("rlrt.stages.tables"),
         cfg=lambda w: as_json({"sweeps": resolved_sweeps()}),
     log:
         f"{R}/logs/sweeps_table.log",
@@ -114,7 +120,7 @@ rule sweeps_table:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.tables --table sweeps --cfg {params.cfg:q} --runs {input.runs} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table sweeps --cfg {params.cfg:q} --runs {input.runs} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
@@ -122,8 +128,10 @@ rule fig5:
     input:
         runs=run_metrics({b: table1_methods(config, b) for b in BACKBONES}),
     output:
-        report(f"{R}/figures/fig5_training_curves.png", caption="../workflow/report/fig5.rst", category="Figures"),
+        report(f"{R}/figures/fig5_training_curves.png", caption="../workflow/report/fig5.rst", category="Training",
+               subcategory="Figures", labels={"result": "Fig 5: training reward curves"}),
     params:
+        code=stage_code("rlrt.stages.figures"),
         cfg=lambda w: as_json({"backbones": BACKBONES, "methods": METHODS}),
     log:
         f"{R}/logs/fig5.log",
@@ -132,7 +140,7 @@ rule fig5:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.figures --figure fig5 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig5 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
         "> {log} 2>&1"
 
 
@@ -140,8 +148,10 @@ rule fig8:
     input:
         evals=passk_files(),
     output:
-        report(f"{R}/figures/fig8_passk.png", caption="../workflow/report/fig8.rst", category="Figures"),
+        report(f"{R}/figures/fig8_passk.png", caption="../workflow/report/fig8.rst", category="Baselines",
+               subcategory="Figures", labels={"result": "Fig 8: pass@k of exploration methods"}),
     params:
+        code=stage_code("rlrt.stages.figures"),
         cfg=lambda w: as_json({"runs": EXP["fig8"]["runs"], "splits": config["data"]["test_splits"]}),
     log:
         f"{R}/logs/fig8.log",
@@ -150,7 +160,7 @@ rule fig8:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.figures --figure fig8 --cfg {params.cfg:q} --evals {input.evals} --out {output} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig8 --cfg {params.cfg:q} --evals {input.evals} --out {output} "
         "> {log} 2>&1"
 
 
@@ -159,8 +169,10 @@ rule fig9:
         runs=lambda w: sorted(set(sweep_metrics(resolved_sweeps("eps_w")) + run_metrics(
             {EXP["gate_ablation"]["backbone"]: EXP["gate_ablation"]["runs"]}))),
     output:
-        report(f"{R}/figures/fig9_ablations.png", caption="../workflow/report/fig9.rst", category="Figures"),
+        report(f"{R}/figures/fig9_ablations.png", caption="../workflow/report/fig9.rst", category="RLRT",
+               subcategory="Figures", labels={"result": "Fig 9: reward gate and clipping range"}),
     params:
+        code=stage_code("rlrt.stages.figures"),
         cfg=lambda w: as_json({"gate": EXP["gate_ablation"], "eps": resolved_sweeps("eps_w")}),
     log:
         f"{R}/logs/fig9.log",
@@ -169,5 +181,5 @@ rule fig9:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.figures --figure fig9 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig9 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
         "> {log} 2>&1"

@@ -12,6 +12,7 @@ rule rl:
         checkpoints=directory(f"{R}/runs/{{backbone}}/{{run}}/checkpoints"),
         metrics=f"{R}/runs/{{backbone}}/{{run}}/metrics.json",
     params:
+        code=stage_code("rlrt.stages.rl"),
         cfg=lambda w: as_json(rl_cfg(w.backbone, w.run)),
     threads: stage_threads("rl")
     resources:
@@ -23,6 +24,6 @@ rule rl:
     conda:
         ENV
     shell:
-        "{PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
         "--data {input.data} --out {output.model} --checkpoints {output.checkpoints} --metrics {output.metrics} "
         "> {log} 2>&1"

@@ -68,6 +68,7 @@ if RLT:
             cd_train=f"{R}/rlt/data/countdown_train.jsonl",
             cd_test=f"{R}/rlt/data/countdown_test.jsonl",
         params:
+            code=stage_code("rlrt.stages.rlt_data"),
             cfg=as_json(rlt_slice("n_questions", "n_small", "countdown", tracking=None)),
             out_dir=f"{R}/rlt/data",
         threads: stage_threads("prepare")
@@ -80,7 +81,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_data --cfg {params.cfg:q} --train {input.train} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_data --cfg {params.cfg:q} --train {input.train} "
             "--out-dir {params.out_dir} > {log} 2>&1"
 
     rule rlt_teacher_sft:
@@ -92,6 +93,7 @@ if RLT:
             model=directory(f"{R}/rlt/teacher/sft"),
             metrics=f"{R}/rlt/teacher/sft.json",
         params:
+            code=stage_code("rlrt.stages.rlt_teacher_sft"),
             cfg=as_json(rlt_slice("teacher", "teacher_sft")),
         threads: stage_threads("rlt_train")
         resources:
@@ -103,7 +105,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_teacher_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_teacher_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
             "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
     rule rlt_teacher_rl:
@@ -116,6 +118,7 @@ if RLT:
             model=directory(f"{R}/rlt/teacher/rl"),
             metrics=f"{R}/rlt/teacher/rl.json",
         params:
+            code=stage_code("rlrt.stages.rlt_teacher_rl"),
             cfg=as_json(rlt_slice("teacher_rl", "reward_student", **backend_cfg("rlt_train"))),
         threads: stage_threads("rlt_train")
         resources:
@@ -127,7 +130,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_teacher_rl --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_teacher_rl --cfg {params.cfg:q} --threads {threads} "
             "--teacher {input.teacher} --student {input.student} --data {input.data} --out {output.model} "
             "--metrics {output.metrics} > {log} 2>&1"
 
@@ -142,6 +145,7 @@ if RLT:
             traces=f"{R}/rlt/traces/{{trace_set}}.jsonl",
             summary=f"{R}/rlt/traces/{{trace_set}}.json",
         params:
+            code=stage_code("rlrt.stages.rlt_distill"),
             cfg=lambda w: as_json({"name": w.trace_set, "seed": config["seed"], "tracking": TRACK,
                                    "temperature": RLT["distill"]["temperature"],
                                    "max_new_tokens": RLT["teacher_rl"]["max_new_tokens"]}),
@@ -155,7 +159,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_distill --cfg {params.cfg:q} --threads {threads} --teacher {input.teacher} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_distill --cfg {params.cfg:q} --threads {threads} --teacher {input.teacher} "
             "--data {input.data} --out {output.traces} --summary {output.summary} > {log} 2>&1"
 
     rule rlt_reward_rank_data:
@@ -168,6 +172,7 @@ if RLT:
             traces=expand(f"{R}/rlt/traces/rank/rank_{{r}}.jsonl", r=range(1, RLT["reward_rank"]["ranks"] + 1)),
             summary=f"{R}/rlt/traces/rank.json",
         params:
+            code=stage_code("rlrt.stages.rlt_reward_rank"),
             cfg=as_json(rlt_slice("reward_rank", "reward_student", temperature=RLT["distill"]["temperature"],
                                   max_new_tokens=RLT["teacher_rl"]["max_new_tokens"],
                                   alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"],
@@ -183,7 +188,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_reward_rank --cfg {params.cfg:q} --threads {threads} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_reward_rank --cfg {params.cfg:q} --threads {threads} "
             "--teacher {input.teacher} --student {input.student} --data {input.data} --out-dir {params.out_dir} "
             "--summary {output.summary} > {log} 2>&1"
 
@@ -197,6 +202,7 @@ if RLT:
             model=directory(f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/model"),
             metrics=f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/metrics.json",
         params:
+            code=stage_code("rlrt.stages.rlt_student_sft"),
             cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
                                    **backend_cfg("rlt_train"), "max_length": RLT_MAX_LENGTH,
                                    "data": w.sftdata, "student": w.student, "seed": config["seed"],
@@ -211,7 +217,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rlt_student_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_student_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
             "--traces {input.traces} --questions {input.questions} --out {output.model} "
             "--metrics {output.metrics} > {log} 2>&1"
 
@@ -235,6 +241,7 @@ if RLT:
             model=directory(f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/model"),
             metrics=f"{R}/rlt/students/{{student}}/{{rltask}}-{{init}}/metrics.json",
         params:
+            code=stage_code("rlrt.stages.rl"),
             cfg=lambda w: as_json(rlt_rl_cfg(w)),
         threads: stage_threads("rlt_train")
         resources:
@@ -246,7 +253,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
             "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
 
     rule rlt_evaluate:
@@ -258,6 +265,7 @@ if RLT:
         output:
             f"{R}/rlt/eval/{{student}}/{{model}}/{{task}}.json",
         params:
+            code=stage_code("rlrt.stages.evaluate"),
             cfg=lambda w: as_json({**config["eval"], **RLT["eval"], "backbone": w.student, "method": w.model,
                                    "task": w.task, "stage": "rlt_eval", "seed": config["seed"],
                                    "max_new_tokens": RLT["max_response_length"],
@@ -273,7 +281,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
             "--data {input.data} --out {output} > {log} 2>&1"
 
     rule rlt_table1:
@@ -281,9 +289,11 @@ if RLT:
         input:
             evals=[f for s in RLT["students"] for f in rlt_evals(s, RLT_TABLE1)],
         output:
-            csv=report(f"{R}/tables/rlt_table1.csv", category="RLT", labels={"table": "RLT Table 1"}),
+            csv=report(f"{R}/tables/rlt_table1.csv", caption="../workflow/report/rlt_table1.rst", category="RLT",
+                       subcategory="Tables", labels={"result": "RLT Table 1: RLT vs reference traces"}),
             md=f"{R}/tables/rlt_table1.md",
         params:
+            code=stage_code("rlrt.stages.tables"),
             cfg=as_json({"splits": RLT_SPLITS, "n": RLT["eval"]["n"],
                          "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
         log:
@@ -293,7 +303,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table1 --evals {input.evals} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table1 --evals {input.evals} "
             "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
     rule rlt_table2:
@@ -301,9 +311,11 @@ if RLT:
         input:
             evals=rlt_evals(RS, RLT_TABLE2),
         output:
-            csv=report(f"{R}/tables/rlt_table2.csv", category="RLT", labels={"table": "RLT Table 2"}),
+            csv=report(f"{R}/tables/rlt_table2.csv", caption="../workflow/report/rlt_table2.rst", category="RLT",
+                       subcategory="Tables", labels={"result": "RLT Table 2: cold-start RL"}),
             md=f"{R}/tables/rlt_table2.md",
         params:
+            code=stage_code("rlrt.stages.tables"),
             cfg=as_json({"splits": RLT_SPLITS, "n": RLT["eval"]["n"],
                          "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
         log:
@@ -313,7 +325,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table2 --evals {input.evals} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table2 --evals {input.evals} "
             "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
     rule rlt_countdown_figure:
@@ -321,8 +333,10 @@ if RLT:
         input:
             evals=rlt_evals(RS, RLT_COUNTDOWN, "countdown"),
         output:
-            report(f"{R}/figures/rlt_countdown.png", category="RLT", labels={"figure": "countdown transfer"}),
+            report(f"{R}/figures/rlt_countdown.png", caption="../workflow/report/rlt_countdown.rst", category="RLT",
+                   subcategory="Figures", labels={"result": "RLT Fig 5 left: countdown transfer"}),
         params:
+            code=stage_code("rlrt.stages.figures"),
             cfg=as_json({"n": RLT["eval"]["n"]}),
         log:
             f"{R}/logs/figures/rlt_countdown.log",
@@ -331,7 +345,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_countdown --evals {input.evals} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_countdown --evals {input.evals} "
             "--out {output} > {log} 2>&1"
 
     rule rlt_reward_rank_figure:
@@ -340,9 +354,12 @@ if RLT:
             evals=rlt_evals(RS, RLT_RANKS),
             ranks=f"{R}/rlt/traces/rank.json",
         output:
-            png=report(f"{R}/figures/rlt_reward_rank.png", category="RLT", labels={"figure": "reward rank"}),
+            png=report(f"{R}/figures/rlt_reward_rank.png", caption="../workflow/report/rlt_reward_rank.rst",
+                       category="RLT", subcategory="Figures",
+                       labels={"result": "RLT Fig 5 right: reward rank vs accuracy"}),
             json=f"{R}/rlt/reward_rank.json",
         params:
+            code=stage_code("rlrt.stages.figures"),
             cfg=as_json({"n": RLT["eval"]["n"], "splits": RLT_SPLITS}),
         log:
             f"{R}/logs/figures/rlt_reward_rank.log",
@@ -351,5 +368,5 @@ if RLT:
         conda:
             ENV
         shell:
-            "{PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_reward_rank --evals {input.evals} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_reward_rank --evals {input.evals} "
             "--ranks {input.ranks} --out {output.png} --out-json {output.json} > {log} 2>&1"
