@@ -1,9 +1,16 @@
-"""MLflow tracking: every training and evaluation job logs params, step metrics and final metrics.
+"""MLflow tracking: every training, evaluation and analysis job is one MLflow run.
 
-The store is a SQLite file under ``results/`` (``tracking.uri`` in config). Two jobs may log at once
-(``snakemake --cores 2``): the store is created once by the ``mlflow_init`` rule, each job logs in a few batched
-calls at its end, and a locked database is retried. Open the UI with
-``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
+A run holds the job's config slice as params, its per-step metrics, its final metrics (``final/...``), its key
+output files as artifacts (metrics JSON, figures), and tags: ``stage``, ``method``, ``backbone``, ``seed``, the git
+commit (``mlflow.source.git.commit``), and the Snakemake ``rule`` and ``wildcards`` (one ``wc.<name>`` tag each;
+the rules export ``RLRT_RULE`` / ``RLRT_WILDCARDS`` to the job). The runs of one sweep share a parent run
+(``mlflow.parentRunId``), created by whichever sweep job logs first.
+
+Where: ``MLFLOW_TRACKING_URI`` (the workflow exports it to every job: an ``mlflow server`` on a cluster, else
+``tracking.uri`` of the config, else a SQLite file ``<results>/mlflow/mlflow.db``). The URI is deliberately not a
+rule parameter: pointing the jobs at another store reruns nothing. Two jobs may log at once (``snakemake --cores
+2``): the store is created once by the ``mlflow_init`` rule, each job logs in a few batched calls at its end, and a
+locked database is retried. Open the UI with ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
 """
 
 from __future__ import annotations
@@ -11,11 +18,55 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The checkout's commit, ``+dirty`` when tracked files differ from it; ``unknown`` outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def job_tags() -> dict[str, str]:
+    """Tags of the Snakemake job this process runs in: rule, wildcards (whole and one tag each), git commit."""
+    tags = {"git_commit": git_commit()}
+    tags["mlflow.source.git.commit"] = tags["git_commit"].removesuffix("+dirty")
+    rule = os.environ.get("RLRT_RULE")
+    if rule:
+        tags["rule"] = rule
+        wildcards = os.environ.get("RLRT_WILDCARDS", "")
+        tags["wildcards"] = wildcards
+        for item in re.split(r",\s*(?=[A-Za-z_]\w*=)", wildcards):  # "backbone=S-base,run=rlrt@eps_w=0.5"
+            if "=" in item:
+                k, v = item.split("=", 1)
+                tags[f"wc.{k}"] = v
+    return tags
+
+
+def tracking_uri(tracking: dict[str, Any]) -> str:
+    """``tracking.uri`` when given explicitly, else ``MLFLOW_TRACKING_URI`` (what the workflow exports)."""
+    uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RuntimeError("MLflow tracking is on but no store is set: export MLFLOW_TRACKING_URI (the workflow "
+                           "does) or pass tracking.uri")
+    return uri
 
 
 def _client(uri: str):
@@ -71,19 +122,57 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def sweep_parent(stage: str, backbone: str, run: str) -> str | None:
+    """The parent-run name of a sweep point ``<method>@<key>=<value>``: ``<stage>/<backbone>/<method>@<key>``, shared
+    by every point of that sweep on that backbone; None for a plain run (whose settings are the config's)."""
+    if "@" not in run:
+        return None
+    method, setting = run.split("@", 1)
+    return f"{stage}/{backbone}/{method}@{setting.split('=', 1)[0]}"
+
+
+def _parent_run(client, exp_id: str, key: str, tags: dict[str, str]) -> str:
+    """The run id of the parent run named ``key`` (created if missing). Concurrent jobs may each create one; all
+    then agree on the oldest (lowest start time, then id) and delete their own duplicate."""
+    def find():
+        runs = client.search_runs([exp_id], filter_string=f"tags.`rlrt.parent` = '{key}'", max_results=50)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    found = _retry(find)
+    if found:
+        return found[0].info.run_id
+    mine = _retry(lambda: client.create_run(exp_id, run_name=key, tags={**tags, "rlrt.parent": key, "stage": "sweep"}))
+    _retry(lambda: client.set_terminated(mine.info.run_id))
+    winner = _retry(find)[0].info.run_id
+    if winner != mine.info.run_id:
+        _retry(lambda: client.delete_run(mine.info.run_id))
+    return winner
+
+
 def log_run(
     tracking: dict[str, Any] | None, run_name: str, tags: dict[str, str], params: dict[str, Any],
     history: Sequence[dict[str, float]] = (), final: dict[str, float] | None = None, step_key: str = "step",
+    artifacts: Sequence[str | os.PathLike] = (), parent: str | None = None,
 ) -> str | None:
-    """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled)."""
+    """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled).
+
+    ``tags`` are the stage's own (stage, method, backbone, seed, ...); the job's rule, wildcards and git commit are
+    added here. ``artifacts``: files or folders copied into the run (missing ones are skipped with a warning).
+    ``parent``: the name of the run's parent (a sweep), shared by every job that names it."""
     if not tracking or not tracking.get("enabled", True):
         return None
     from mlflow.entities import Metric, Param
 
-    uri, experiment = tracking["uri"], tracking.get("experiment", "rlrt")
-    exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root"))
+    uri, experiment = tracking_uri(tracking), tracking.get("experiment", "rlrt")
+    exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root")
+                               or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
     client = _client(uri)
-    run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}))
+    all_tags = {**job_tags(), **{k: str(v) for k, v in tags.items()}}
+    if parent:
+        shared = {k: all_tags[k] for k in ("method", "backbone", "seed", "git_commit") if k in all_tags}
+        all_tags["mlflow.parentRunId"] = _parent_run(client, exp_id, parent, shared)
+        all_tags["rlrt.sweep"] = parent
+    run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
     rid = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [
@@ -98,6 +187,14 @@ def log_run(
         _retry(lambda: client.log_batch(rid, metrics=metrics[i:i + 1000], params=batch_params))
     for i in range(100, len(flat), 100):
         _retry(lambda: client.log_batch(rid, params=flat[i:i + 100]))
+    for path in artifacts:
+        p = Path(path)
+        if p.is_dir():
+            _retry(lambda: client.log_artifacts(rid, str(p), artifact_path=p.name))
+        elif p.is_file():
+            _retry(lambda: client.log_artifact(rid, str(p)))
+        else:
+            log.warning("mlflow: artifact %s does not exist; not logged", p)
     _retry(lambda: client.set_terminated(rid))
     return rid
 
@@ -110,8 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--cfg", required=True)
     cfg = json.loads(p.parse_args(argv).cfg)
-    exp = ensure_experiment(cfg["uri"], cfg.get("experiment", "rlrt"), cfg.get("artifact_root"))
-    print(f"mlflow store {cfg['uri']} experiment {cfg.get('experiment', 'rlrt')} id {exp}")
+    uri = tracking_uri(cfg)
+    exp = ensure_experiment(uri, cfg.get("experiment", "rlrt"), cfg.get("artifact_root")
+                            or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
+    print(f"mlflow store {uri} experiment {cfg.get('experiment', 'rlrt')} id {exp}")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
              "solve_rate": float(groups.correct.mean())}
     log_run(cfg.get("tracking"), f"analysis/heatmaps/{cfg['backbone']}/{cfg['run']}",
             {"stage": "analysis", "analysis": "heatmaps", "backbone": cfg["backbone"], "run": cfg["run"],
-             "seed": str(seed)}, {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
+             "seed": str(seed), "method": cfg["run"]}, {k: v for k, v in cfg.items() if k != "tracking"}, [], final,
+            artifacts=[args.out_json, *args.out_png])
 
 
 if __name__ == "__main__":

@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
 
     log_run(cfg.get("tracking"), f"analysis/markers/{cfg['backbone']}/{cfg['run']}",
             {"stage": "analysis", "analysis": "markers", "backbone": cfg["backbone"], "run": cfg["run"],
-             "seed": str(seed)}, {k: v for k, v in cfg.items() if k != "tracking"}, [],
-            {k: v for k, v in result.items() if isinstance(v, (int, float))})
+             "seed": str(seed), "method": cfg["run"]}, {k: v for k, v in cfg.items() if k != "tracking"}, [],
+            {k: v for k, v in result.items() if isinstance(v, (int, float))},
+            artifacts=[args.out_json, args.out_csv, args.out_png])
 
 
 if __name__ == "__main__":

@@ -154,8 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     final = {f"{row.run}/step{row.step}/{row.metric}/{row.position}": row.rate
              for row in flips.itertuples() if np.isfinite(row.rate)}
     log_run(cfg.get("tracking"), f"analysis/reflection/{cfg['backbone']}",
-            {"stage": "analysis", "analysis": "reflection", "backbone": cfg["backbone"], "seed": str(seed)},
-            {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
+            {"stage": "analysis", "analysis": "reflection", "backbone": cfg["backbone"], "seed": str(seed),
+             "method": ",".join(runs)},
+            {k: v for k, v in cfg.items() if k != "tracking"}, [], final,
+            artifacts=[args.out_json, args.out_flips, args.out_png])
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     final = {f"{run}/{k}": v for run, r in results.items()
              for k, v in r.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     log_run(cfg.get("tracking"), f"analysis/shift/{cfg['backbone']}",
-            {"stage": "analysis", "analysis": "shift", "backbone": cfg["backbone"], "seed": str(seed)},
-            {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
+            {"stage": "analysis", "analysis": "shift", "backbone": cfg["backbone"], "seed": str(seed),
+             "method": ",".join(runs)},
+            {k: v for k, v in cfg.items() if k != "tracking"}, [], final, artifacts=[args.out_json, args.out_png])
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
 
     log_run(cfg.get("tracking"), f"{cfg['mode']}/{cfg['name']}",
             {"stage": cfg["mode"], "backbone": cfg["name"], "method": cfg["mode"], "seed": str(cfg["seed"])},
-            {k: v for k, v in cfg.items() if k != "tracking"}, history, {"final_loss": history[-1]["loss"]})
+            {k: v for k, v in cfg.items() if k != "tracking"}, history, {"final_loss": history[-1]["loss"]},
+            artifacts=[args.metrics])
 
 
 if __name__ == "__main__":

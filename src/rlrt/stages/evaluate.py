@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         from rlrt.backends.verl.evaluate import evaluate
 
         evaluate(cfg, model=args.model, data_paths=args.data, out=args.out)
+        track(cfg, args.out)
         return
     seed = int(cfg["seed"])
     seed_everything(seed)
@@ -63,14 +64,22 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s/%s %s: %s", cfg["backbone"], cfg["method"], split, metrics)
         result["grading"] = {"unparseable": grader.n_unparseable, "errors": grader.n_errors}
     write_json(args.out, result)
+    track(cfg, args.out)
+
+
+def track(cfg: dict, out: str) -> None:
+    """One MLflow run for the job, from its result JSON (the same on both backends)."""
+    from rlrt.io import read_json
     from rlrt.tracking import log_run
 
+    result = read_json(out)
     final = {f"{s}/{k}": v for s, d in result["splits"].items() for k, v in d["metrics"].items()}
     stage = cfg.get("stage", "eval")
     task = cfg.get("task", "arithmetic")
     log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']}/{cfg['method']}" + ("" if task == "arithmetic" else f"/{task}"),
-            {"stage": stage, "task": task, "method": cfg["method"], "backbone": cfg["backbone"], "seed": str(seed)},
-            {k: v for k, v in cfg.items() if k != "tracking"}, [], final)
+            {"stage": stage, "task": task, "method": cfg["method"], "backbone": cfg["backbone"],
+             "seed": str(cfg["seed"]), "backend": cfg.get("backend", "local")},
+            {k: v for k, v in cfg.items() if k != "tracking"}, [], final, artifacts=[out])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
         run(cfg, model=args.model, data=args.data, out=args.out, metrics=args.metrics,
             checkpoints=args.checkpoints, gpus=int(cfg.get("gpus") or 1))
+        track(cfg, args.metrics)
         return
     seed = int(cfg["seed"])
     seed_everything(seed)
@@ -96,13 +97,22 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(partial, ignore_errors=True)
     write_json(args.metrics, {"summary": summary, "method_cfg": method_cfg, "history": history, "run": run,
                               "save_steps": save_steps})
-    from rlrt.tracking import log_run
+    track(cfg, args.metrics)
 
+
+def track(cfg: dict, metrics_path: str) -> None:
+    """One MLflow run for the job, from its metrics JSON (the same on both backends)."""
+    from rlrt.io import read_json
+    from rlrt.tracking import log_run, sweep_parent
+
+    m = read_json(metrics_path)
     stage = cfg.get("stage", "rl")  # "rlt_rl": the RLT branch's cold-start / countdown runs
-    log_run(cfg.get("tracking"), f"{stage}/{cfg['backbone']['name']}/{run}",
-            {"stage": stage, "task": cfg.get("task", "arithmetic"), "method": spec.name, "run": run, "backbone": cfg["backbone"]["name"], "seed": str(seed)},
-            {"method_cfg": method_cfg, "rl": cfg["rl"], "max_response_length": cfg["max_response_length"]},
-            history, summary)
+    backbone, run = cfg["backbone"]["name"], m["run"]
+    log_run(cfg.get("tracking"), f"{stage}/{backbone}/{run}",
+            {"stage": stage, "task": cfg.get("task", "arithmetic"), "method": m["summary"]["method"], "run": run,
+             "backbone": backbone, "seed": str(cfg["seed"]), "backend": cfg.get("backend", "local")},
+            {"method_cfg": m["method_cfg"], "rl": cfg["rl"], "max_response_length": cfg["max_response_length"]},
+            m["history"], m["summary"], artifacts=[metrics_path], parent=sweep_parent(stage, backbone, run))
 
 
 if __name__ == "__main__":

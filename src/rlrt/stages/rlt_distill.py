@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("distillation data: %s", summary)
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), f"rlt/distill/{cfg['name']}", {"stage": "rlt_distill", "data": cfg["name"],
-                                                              "seed": str(seed)},
-            {k: v for k, v in cfg.items() if k != "tracking"}, [], summary)
+    log_run(cfg.get("tracking"), f"rlt/distill/{cfg['name']}",
+            {"stage": "rlt_distill", "method": "rlt", "backbone": str(cfg.get("teacher", "teacher")),
+             "data": cfg["name"], "seed": str(seed)},
+            {k: v for k, v in cfg.items() if k != "tracking"}, [], summary, artifacts=[args.summary])
 
 
 if __name__ == "__main__":

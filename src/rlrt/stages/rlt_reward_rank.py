@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("reward-rank datasets: %s", summary)
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), "rlt/reward_rank_data", {"stage": "rlt_reward_rank", "seed": str(seed)},
-            {"reward_rank": rr}, [], {f"rank_{d['rank']}/mean_reward": d["mean_reward"] for d in summary["per_rank"]})
+    log_run(cfg.get("tracking"), "rlt/reward_rank_data",
+            {"stage": "rlt_reward_rank", "method": "rlt", "backbone": str(cfg.get("teacher", "teacher")),
+             "seed": str(seed)},
+            {"reward_rank": rr}, [], {f"rank_{d['rank']}/mean_reward": d["mean_reward"] for d in summary["per_rank"]},
+            artifacts=[args.summary])
 
 
 if __name__ == "__main__":

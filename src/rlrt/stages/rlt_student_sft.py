@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     from rlrt.tracking import log_run
 
     log_run(cfg.get("tracking"), f"rlt/sft/{cfg['student']}/{cfg['data']}",
-            {"stage": "rlt_student_sft", "backbone": cfg["student"], "data": cfg["data"], "seed": str(seed)},
-            {"student_sft": sft, "n": cfg.get("n")}, history, summary)
+            {"stage": "rlt_student_sft", "backbone": cfg["student"], "method": f"sft-{cfg['data']}",
+             "data": cfg["data"], "seed": str(seed)},
+            {"student_sft": sft, "n": cfg.get("n")}, history, summary, artifacts=[args.metrics])
 
 
 if __name__ == "__main__":

@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("teacher RL: %s", summary)
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), "rlt/teacher_rl", {"stage": "rlt_teacher_rl", "seed": str(seed)},
-            {"teacher_rl": cfg["teacher_rl"], "reward_student": cfg["reward_student"]}, history, summary)
+    log_run(cfg.get("tracking"), "rlt/teacher_rl",
+            {"stage": "rlt_teacher_rl", "method": "rlt", "backbone": str(cfg.get("teacher", "teacher")),
+             "seed": str(seed)},
+            {"teacher_rl": cfg["teacher_rl"], "reward_student": cfg["reward_student"]}, history, summary,
+            artifacts=[args.metrics])
 
 
 if __name__ == "__main__":

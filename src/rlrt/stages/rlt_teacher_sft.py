@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("teacher SFT: %s", summary)
     from rlrt.tracking import log_run
 
-    log_run(cfg.get("tracking"), "rlt/teacher_sft", {"stage": "rlt_teacher_sft", "seed": str(cfg["seed"])},
-            {"teacher_sft": sft, "teacher": cfg["teacher"]}, history, summary)
+    log_run(cfg.get("tracking"), "rlt/teacher_sft",
+            {"stage": "rlt_teacher_sft", "method": "sft", "backbone": cfg["teacher"], "seed": str(cfg["seed"])},
+            {"teacher_sft": sft, "teacher": cfg["teacher"]}, history, summary, artifacts=[args.metrics])
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpo
     overrides.append(f"++rlrt.history_path={hydra_value(str(history_path))}")
     env = dict(os.environ)
     tracking = job_cfg.get("tracking") or {}
-    if tracking.get("uri"):
+    if tracking.get("uri"):  # else the workflow's MLFLOW_TRACKING_URI, inherited
         env["MLFLOW_TRACKING_URI"] = str(tracking["uri"])
     env.setdefault("RLRT_GRADER_WORKERS", str(int(job_cfg.get("grader_workers") or 2)))
     log.info("verl rl %s on %s: %d overrides, state in %s", run_name, backbone, len(overrides), work)
