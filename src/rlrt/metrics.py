@@ -43,6 +43,12 @@ def summarize(correct_matrix: np.ndarray, ks: Sequence[int]) -> dict[str, float]
     return out
 
 
+def passk_curve(correct_counts: Sequence[int], n: int) -> np.ndarray:
+    """Mean unbiased pass@k over problems, in percent, for k = 1..n, from each problem's number of correct samples
+    out of n. (n,)"""
+    return np.array([100.0 * np.mean([pass_at_k(n, c, k) for c in correct_counts]) for k in range(1, n + 1)])
+
+
 def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson correlation of two equal-length samples (n >= 2); None when either is constant (undefined).
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from rlrt.io import atomic_path, read_json  # noqa: E402
 from rlrt.io import write_json  # noqa: E402
-from rlrt.metrics import pass_at_k, pearson_r  # noqa: E402
+from rlrt.metrics import passk_curve, pearson_r  # noqa: E402
 from rlrt.stages.common import parse, parser  # noqa: E402
 from rlrt.labels import run_color, run_label  # noqa: E402
 from rlrt.stages.tables import rlt_label  # noqa: E402
@@ -78,11 +78,6 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
     axes.flat[0].legend(loc="best")
     fig.suptitle("Training score curves (embedded analogue of RLRT Fig. 5)")
     save(fig, out)
-
-
-def passk_curve(correct_counts: list[int], n: int) -> np.ndarray:
-    """Mean unbiased pass@k over problems for k = 1..n, from each problem's number of correct samples. (n,)"""
-    return np.array([100.0 * np.mean([pass_at_k(n, c, k) for c in correct_counts]) for k in range(1, n + 1)])
 
 
 def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> None:
