@@ -7,10 +7,10 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup dryrun paper-dryrun report bench gpu-smoke clean
+.PHONY: run test setup dryrun paper-dryrun report publish pull bench gpu-smoke clean
 
 # Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
-run dryrun paper-dryrun report test bench: export PATH := $(abspath $(BIN)):$(PATH)
+run dryrun paper-dryrun report publish pull test bench: export PATH := $(abspath $(BIN)):$(PATH)
 
 # torch first, pinned to the CPU build served here; then the package with its pinned deps.
 $(BIN)/.installed: pyproject.toml
@@ -36,6 +36,16 @@ paper-dryrun: setup
 # Snakemake's self-contained HTML report of the finished run (figures, tables, runtimes, provenance).
 report: setup
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html
+
+# Version a finished run with DVC (src/rlrt/publish.py): `dvc add` the DAG's leaves (tables, figures, metrics, plot
+# files, analyses) and dvc.yaml's artifacts (final checkpoints), then `dvc push` to the default remote (.dvc/config:
+# .dvc-store/ beside this file; `dvc remote add -d name s3://... | ssh://...` for a team). Commit the .dvc files.
+publish: setup
+	$(BIN)/python -m rlrt.publish publish --configfile $(CONFIG)
+
+# In a fresh clone: bring a published run back (artifacts first, then the leaves); `make run` then has nothing to do.
+pull: setup
+	$(BIN)/python -m rlrt.publish pull --configfile $(CONFIG)
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,29 @@ def test_profile_settings_are_plugin_settings():
                          "slurm-keep-successful-logs"}
     names = {f.name for f in fields(ExecutorSettings)}
     assert {k.removeprefix("slurm-").replace("-", "_") for k in keys} <= names
+
+
+def test_paper_config_dry_run_through_the_profile(tmp_path):
+    """`make paper-dryrun`: config/paper.yaml planned with the slurm profile shows each job's GPUs, memory, time
+    and CPUs from the paper's resources block, and the site partition on every cluster job."""
+    env = _env({"RLRT_SLURM_PARTITION": "site-gpu"})
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "paper.yaml"), "-n"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
+    seen = set()
+    for block in (proc.stdout + proc.stderr).split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
+        kind = {"rl": "rl", "evaluate": "evaluate", "evaluate_passk": "evaluate"}.get(rule)
+        if kind:
+            want = {**paper["default"], **paper[kind]}
+            assert (int(res["gpu"]), int(res["mem_mb"]), int(res["runtime"]), int(res["cpus_per_task"])) == \
+                (want["gpus"], want["mem_mb"], want["runtime"], want["cpus"]), (rule, res)
+            seen.add(rule)
+        assert res.get("slurm_partition") == "site-gpu", (rule, res)
+    assert seen == {"rl", "evaluate", "evaluate_passk"}
 
 
 # ---------------------------------------------------------------- a real cluster ----
