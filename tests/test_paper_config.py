@@ -25,7 +25,7 @@ GPU_RULES = {
     "rlt_reward_rank_data": "rlt_generate",
 }
 LOCAL_RULES = {"all", "mlflow_init", "table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
-               "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure"}
+               "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure", "summaries"}
 
 
 def dry_run(tmp_path, *extra: str, overlay: str | None = None) -> list[dict]:

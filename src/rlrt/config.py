@@ -7,6 +7,8 @@ minimum of 1``), before any job runs. The Snakefile calls it first; tests call i
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
     """Validate ``cfg``; returns it unchanged or raises ``ConfigError`` naming the key."""
     import jsonschema
 
+    _check_finite(cfg, [])  # JSON-schema ranges let NaN through (every comparison with NaN is false)
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(cfg))
@@ -40,9 +43,41 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             raise ConfigError(f"config key {_key(path + extra[:1])!r}: unknown key (misspelled?); "
                               f"allowed here: {sorted(err.schema.get('properties', {}))}")
-        raise ConfigError(f"config key {_key(path)!r}: {err.message}")  # required, enum, minimum, type, ...
-    _cross_checks(cfg)
+        raise ConfigError(f"config key {_key(path)!r}: {_schema_message(err)}")  # required, enum, minimum, type, ...
+    _cross_checks(cfg, schema)
     return cfg
+
+
+def _schema_message(err) -> str:
+    """The validator's message; a broken sanity bound (``maximum``) also says why the bound is there (the
+    schema's description of that value, e.g. ``$defs/steps``)."""
+    if err.validator == "maximum" and isinstance(err.schema, dict) and err.schema.get("description"):
+        return f"{err.message} ({' '.join(str(err.schema['description']).split())})"
+    return err.message
+
+
+def _check_finite(value: Any, path: list) -> None:
+    """Every number of the config is finite: YAML's ``.nan`` / ``.inf`` (or JSON's ``NaN`` / ``Infinity``) pass
+    every schema range, so they are refused here, anywhere in the (merged) config, naming the first one's key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {_key(path)!r}: {value} is not a finite number (.nan / .inf are not "
+                          f"allowed anywhere in the config)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, path + [k])
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, path + [i])
+
+
+def _settings_error(e: Exception) -> ConfigError:
+    """``build_settings``' ``KeyError`` / ``ValueError`` (``"<where>.<key>: <why>"``) as a ``ConfigError`` that
+    starts ``config key '<where>.<key>':`` like every other."""
+    msg = str(e.args[0]) if e.args else str(e)
+    key, sep, why = msg.partition(": ")
+    if sep and key and " " not in key:
+        return ConfigError(f"config key {key!r}: {why}")
+    return ConfigError(f"config key {msg}")
 
 
 def data_splits(cfg: dict[str, Any]) -> list[str]:
@@ -94,7 +129,7 @@ def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
                     f"kind {kind!r} (and drop it from experiments.*) or use backend: local")
 
 
-def _cross_checks(cfg: dict[str, Any]) -> None:
+def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     data = cfg["data"]
     if data["source"] == "hub" and not data.get("datasets"):
         raise ConfigError("config key 'data.datasets': data.source is hub but no data set is configured")
@@ -124,6 +159,12 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
     rl = cfg["rl"]
     if rl["mini_batch"] > rl["question_batch"]:
         raise ConfigError("config key 'rl.mini_batch': larger than rl.question_batch")
+    # rl.steps is the one RL length of every backbone and run (backbones.<b>.steps is pretraining / SFT; the RLT
+    # cold start runs without intermediate checkpoints), so every save step is checked against it.
+    late = [k for k in rl.get("save_steps") or [] if k > rl["steps"]]
+    if late:
+        raise ConfigError(f"config key 'rl.save_steps': {late} beyond rl.steps = {rl['steps']}: no RL run reaches "
+                          f"that step, so the checkpoint would silently never be written")
     for k in cfg["eval"]["ks"]:
         if k > cfg["eval"]["n"]:
             raise ConfigError(f"config key 'eval.ks': k={k} is larger than eval.n={cfg['eval']['n']}")
@@ -145,6 +186,7 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                               f"method {sw['method']!r} (its settings: "
                               f"{field_names(get_method(sw['method']).settings)})")
     _method_checks(cfg)
+    _sweep_value_checks(cfg, schema)
     runs = planned_runs(cfg)
     for name in ("table3", "fig8", "gate_ablation"):
         block = exp.get(name)
@@ -163,6 +205,7 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
     _backend_checks(cfg, runs)
     _analysis_checks(cfg)
     _rlt_checks(cfg)
+    _tracking_checks(cfg)
 
 
 def _method_checks(cfg: dict[str, Any]) -> None:
@@ -183,7 +226,86 @@ def _method_checks(cfg: dict[str, Any]) -> None:
         try:
             get_method(method).make_settings(values, where)
         except (KeyError, ValueError) as e:
-            raise ConfigError(f"config key {e.args[0]}") from None
+            raise _settings_error(e) from None
+
+
+RUN_ID_CHARS = re.compile(r"[A-Za-z0-9_.=@+-]+")
+"""What a run id (a folder name under ``<results>/runs/<backbone>/``, a wildcard value, an MLflow tag) is made of."""
+RUN_ID_MAX_LEN = 100
+
+
+def run_id_problem(run: str) -> str | None:
+    """Why ``run`` cannot be a run id (``None`` when it can): only ``[A-Za-z0-9_.=@+-]``, no ``..``, at most
+    ``RUN_ID_MAX_LEN`` characters -- it becomes a folder name, so no ``/``, no parent step, no unicode."""
+    if not RUN_ID_CHARS.fullmatch(run):
+        return f"run id {run!r} may only use the characters [A-Za-z0-9_.=@+-] (it names a folder)"
+    if ".." in run:
+        return f"run id {run!r} contains '..'"
+    if len(run) > RUN_ID_MAX_LEN:
+        return f"run id {run!r} is longer than {RUN_ID_MAX_LEN} characters"
+    return None
+
+
+def _sweep_value_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Every value of ``experiments.sweeps[i].values`` is checked exactly as the key it sweeps: against that
+    setting's schema (type, range, enum: ``$defs/method_settings``), then as a run id, then by building the method's
+    settings on each swept backbone with that value (a method's own choices, e.g. GRPO+EB's ``variant``)."""
+    import jsonschema
+
+    from rlrt.methods.registry import get_method
+
+    props = schema["$defs"]["method_settings"]["properties"]
+    for i, sw in enumerate((cfg.get("experiments") or {}).get("sweeps") or []):
+        method, key = sw["method"], sw["key"]
+        sub = {"$defs": schema["$defs"], **props[key]} if key in props else None
+        for j, value in enumerate(sw["values"]):
+            where = f"experiments.sweeps[{i}].values[{j}]"
+            if sub is not None:
+                errors = list(jsonschema.Draft202012Validator(sub).iter_errors(value))
+                if errors:
+                    err = jsonschema.exceptions.best_match(errors)
+                    raise ConfigError(f"config key {where!r}: not a valid methods.{method}.{key}: "
+                                      f"{_schema_message(err)}")
+            problem = run_id_problem(run_id(method, key, value))
+            if problem:
+                raise ConfigError(f"config key {where!r}: {problem}")
+            for b in sw["backbones"]:
+                try:
+                    get_method(method).make_settings({**method_config(cfg, b, method), key: value},
+                                                     f"methods.{method}")
+                except (KeyError, ValueError) as e:
+                    raise ConfigError(f"config key {where!r}: {e.args[0]}") from None
+
+
+def _tracking_checks(cfg: dict[str, Any]) -> None:
+    """``tracking.uri`` pointing at a local store (``sqlite:///<file>``: its folder; ``file:<folder>``: the folder)
+    must point into an existing folder, or under ``results`` (the workflow creates ``<results>/mlflow/``): a typo'd
+    path would otherwise put the runs' records somewhere nobody looks. Relative paths are relative to the working
+    directory (Snakemake's ``--directory``), as MLflow reads them."""
+    import os
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    tracking = cfg["tracking"]
+    uri = tracking.get("uri")
+    if not tracking["enabled"] or not uri:
+        return
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///"):].split("?", 1)[0]
+        if db in ("", ":memory:"):
+            return
+        folder, what = Path(db).parent, "the SQLite file's folder"
+    elif uri.startswith("file:"):
+        folder, what = Path(url2pathname(urlparse(uri).path) or "."), "the store folder"
+    else:
+        return  # a tracking server: nothing to check from here
+    if folder.is_dir():
+        return
+    results = Path(os.path.abspath(cfg["results"]))
+    if Path(os.path.abspath(folder)).is_relative_to(results):
+        return  # created by the workflow (mlflow_init) before any job logs
+    raise ConfigError(f"config key 'tracking.uri': {what} {str(folder)!r} does not exist and is not under results "
+                      f"({cfg['results']!r}, which the workflow creates); create it or fix the URI")
 
 
 def _rlt_checks(cfg: dict[str, Any]) -> None:
@@ -363,17 +485,69 @@ def merge_configs(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, An
     return out
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int, first: int):
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain PyYAML, and Snakemake, keep the
+    later value silently). Keys brought in by a merge key (``<<: *anchor``) may be overridden, as YAML intends."""
+
+    def construct_document(self, node):
+        self._check_unique(node, [], set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node, path: list, seen_nodes: set) -> None:
+        if id(node) in seen_nodes:  # an alias of a node already walked (or a recursive anchor)
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+                try:
+                    hash(key)
+                except TypeError:
+                    key = None
+                line = key_node.start_mark.line + 1
+                if key is not None and key in first:
+                    raise _DuplicateKey(_key(path + [key]), line, first[key])
+                if key is not None:
+                    first[key] = line
+                self._check_unique(value_node, path + [key if key is not None else "?"], seen_nodes)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, path + [i], seen_nodes)
+
+
 def _read_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        cfg = yaml.safe_load(p.read_text())
+        cfg = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: line {e.line}: duplicate key {e.key!r} (first given at line {e.first}); the "
+                          f"later value would silently win, so give each key once") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: the config must be a mapping")
     return cfg
+
+
+def check_config_files(paths) -> None:
+    """Each file as ``_read_config`` reads it: present, valid YAML (or JSON), a mapping, no key given twice. For the
+    files Snakemake has already loaded with its own reader (``workflow.configfiles``), which keeps the later of two
+    equal keys silently; ``validate`` sees only the merged dict and cannot tell."""
+    for path in paths:
+        _read_config(path)
 
 
 def load(*paths: str | Path) -> dict[str, Any]:
@@ -409,4 +583,27 @@ def method_config(cfg: dict[str, Any], backbone: str, method: str) -> dict[str, 
     try:
         return as_dict(get_method(method).make_settings(values))
     except (KeyError, ValueError) as e:
-        raise ConfigError(f"config key {e.args[0]}") from None
+        raise _settings_error(e) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlrt.config [OVERLAY ...]``: check the config ``snakemake --configfile OVERLAY ...`` would run
+    with (each file read strictly: present, no duplicated key; merged over ``config/config.yaml``; validated) and
+    print one line. Snakemake itself answers a missing ``--configfile`` with a traceback before the Snakefile is
+    read, so a wrapper (the Makefile) can run this first."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    files = [BASE_CONFIG] + [p for p in paths if Path(p).resolve() != BASE_CONFIG]
+    try:
+        check_config_files(files)
+        load(*files)
+    except ConfigError as e:
+        print(f"invalid config: {e}", file=sys.stderr)
+        return 1
+    print(f"config OK: {' + '.join(str(p) for p in files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
