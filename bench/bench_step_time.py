@@ -1,7 +1,8 @@
 """Benchmark: per-step cost of RLRT's teacher pass, measured side by side with GRPO in one run.
 
 Alternates GRPO and RLRT steps (same model weights, same prompts, same sampling seed) so that both see the same
-machine state, and reports mean step time per method and the RLRT/GRPO ratio. Uses the pipeline's S-base
+machine state, and reports mean step time per method, the RLRT/GRPO ratio and where a step's time goes (sampling,
+grading, old log-probs, the method's shaping with its teacher pass, the update). Uses the pipeline's S-base
 checkpoint when it exists (``results/checkpoints/S-base``), else a freshly built model of the same size.
 
     python bench/bench_step_time.py [--checkpoint DIR] [--steps 6] [--out results/bench/step_time.json]
@@ -55,7 +56,8 @@ def main() -> None:
                                         cfg["backbones"]["S-base"]["max_response_length"]})
     init = copy.deepcopy(model.state_dict())
     times: dict[str, list[float]] = {"grpo": [], "rlrt": []}
-    teacher: list[float] = []
+    phases = ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update")
+    parts: dict[str, dict[str, list[float]]] = {m: {k: [] for k in phases + ("teacher_rows",)} for m in times}
     with Grader(workers=1) as grader:
         for step in range(args.steps + 1):  # step 0 warms up both paths and is not counted
             batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
@@ -68,13 +70,14 @@ def main() -> None:
                                    grader.grade_batch)
                 if step:
                     times[method].append(time.perf_counter() - t0)
-                    if method == "rlrt":
-                        teacher.append(m["time_teacher"])
+                    for k in parts[method]:
+                        parts[method][k].append(m[k])
     res = {
         "source": source,
         "question_batch": rl_cfg.question_batch, "n_rollouts": rl_cfg.n_rollouts, "steps": args.steps,
         "grpo_step_s": statistics.mean(times["grpo"]), "rlrt_step_s": statistics.mean(times["rlrt"]),
-        "rlrt_teacher_pass_s": statistics.mean(teacher),
+        "rlrt_teacher_pass_s": statistics.mean(parts["rlrt"]["time_teacher"]),
+        "breakdown_s": {m: {k: statistics.mean(v) for k, v in parts[m].items()} for m in parts},
     }
     res["rlrt_over_grpo"] = res["rlrt_step_s"] / res["grpo_step_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

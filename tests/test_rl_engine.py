@@ -185,3 +185,38 @@ def test_resume_gives_the_same_numbers(tiny, tmp_path):
     for a, b in zip(m_full.parameters(), m_b.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
     assert saved == [3]
+
+
+@pytest.mark.parametrize("method", ["rlrt", "rlsd", "rlrt_all", "srpo"])
+def test_teacher_pass_on_needed_rows_only_changes_nothing(tiny, method):
+    """``LocalTeacher`` scores only ``rows_needing_teacher``'s rows (fewer, and without their padding); the token
+    advantages and the plan equal those of scoring every row."""
+    from rlrt.backends.local.rollout import sample, score_responses
+    from rlrt.methods.shaping import rows_needing_teacher, shape_advantages
+    from rlrt.tasks.prompts import chat_prompt, user_message
+
+    model, tok = tiny
+    spec = get_method(method)
+    settings = spec.default_settings()
+    G, n = 3, 4
+    user_msgs = [user_message(r["question"]) for r in ROWS[:G]]
+    ro = sample(model, tok, [chat_prompt(tok, m) for m in user_msgs], n, 10, seed=1)
+    rewards = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.float32)  # mixed, all, one
+    old_logp, old_ent = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                        1.0, 64, with_entropy=True)
+    texts = [ro.texts[g * n:(g + 1) * n] for g in range(G)]
+    refs = [r["solution"] for r in ROWS[:G]]
+    out = {}
+    for narrow in (False, True):
+        teacher = engine.LocalTeacher(model, tok, user_msgs, ro, n, 1.0, 64, old_logp=old_logp,
+                                      needed=(lambda has, we: rows_needing_teacher(spec, settings, rewards, has, we))
+                                      if narrow else None)
+        out[narrow] = (shape_advantages(spec, settings, rewards, texts, refs, old_logp, old_ent, ro.response_mask, 0,
+                                        teacher.score), teacher.n_scored)
+    (full, n_full), (narrow, n_narrow) = out[False], out[True]
+    assert n_full == G * n and 0 < n_narrow < n_full
+    if method == "rlrt":  # correct rows with a correct sibling in a mixed group: rows 0 and 1 only
+        assert n_narrow == 2
+    assert torch.allclose(full.token_adv, narrow.token_adv, atol=1e-6)
+    assert torch.equal(full.plan.loss_mask, narrow.plan.loss_mask)
+    assert torch.equal(full.plan.distill_rows, narrow.plan.distill_rows)

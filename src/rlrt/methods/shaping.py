@@ -62,6 +62,21 @@ class Shaped:
     objective: str
 
 
+def rows_needing_teacher(spec: MethodSpec, settings: MethodSettings, rewards: Tensor, has_context: Tensor,
+                         want_entropy: bool) -> Tensor:
+    """(B,) bool: rows whose teacher score can matter. rewards (G, n), has_context (B,).
+
+    Teacher entropy (SRPO's plan) is wanted on every row with a context. Token weights change the advantage only
+    where the spec's gate passes and the group advantage is non-zero (``group_advantages``, the same call
+    ``shape_advantages`` makes; methods with a teacher have no reward bonus, so the scores are the rewards).
+    """
+    has = has_context.bool().reshape(-1)
+    if want_entropy or spec.weight_fn is None:
+        return has
+    adv = group_advantages(rewards, bool(settings.norm_adv_by_std)).reshape(-1)
+    return has & spec.gate(rewards.reshape(-1)) & (adv != 0)
+
+
 def token_advantages(
     spec: MethodSpec,
     adv: Tensor,

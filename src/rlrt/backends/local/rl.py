@@ -2,12 +2,13 @@
 
 One step (``rl_step``), in order; every equation lives in ``rlrt.methods``, this file only moves tensors:
 
-1. ``sample``: ``question_batch`` prompts x ``n_rollouts`` responses with θ_old (temperature 1.0, KV cache);
+1. ``sample``: ``question_batch`` prompts x ``n_rollouts`` responses with θ_old (temperature 1.0; the lean
+   sampler of ``rlrt.backends.local.sampler``);
 2. ``grade``: r in {0, 1} per rollout;
 3. ``old log-probs``: the sampled ids under θ_old with the student prompt -> log P_S(y_t) and its entropy;
 4. ``shape_advantages`` (``rlrt.methods.shaping``, backend-neutral): reward bonus, group advantages, the teacher
-   view through ``LocalTeacher`` (θ_old for token-weight methods, the frozen copy for SDPO/SRPO), token
-   advantages, the registered objective's plan;
+   view through ``LocalTeacher`` (θ_old for token-weight methods, the frozen copy for SDPO/SRPO; only the rows
+   whose teacher score can change an advantage, ``rows_needing_teacher``), token advantages, the objective's plan;
 5. ``ppo_update`` (``rlrt.backends.local.ppo``): one PPO epoch over mini-batches with the registered objective;
 6. the SDPO/SRPO teacher's EMA, and the step's metrics.
 
@@ -34,7 +35,7 @@ from rlrt.backends.local.rollout import Rollouts, left_pad, response_logits, sam
 from rlrt.methods.objectives import get_objective
 from rlrt.methods.registry import MethodSpec
 from rlrt.methods.settings import MethodSettings
-from rlrt.methods.shaping import Shaped, TeacherScores, shape_advantages
+from rlrt.methods.shaping import Shaped, TeacherScores, rows_needing_teacher, shape_advantages
 from rlrt.tasks.prompts import chat_prompt, user_message
 from rlrt.teacher import teacher_user_message
 
@@ -90,21 +91,43 @@ class LocalTeacher:
     logits for a slice of rows inside the update (SDPO / SRPO).
 
     scorer: θ_old itself (token-weight methods) or the separate frozen / EMA teacher (logit-level methods).
+    needed: ``(has_context (B,), want_entropy) -> (B,) bool``, the rows to score (``rows_needing_teacher``, as
+    the verl backend does); the others get ``old_logp`` (B, R) (delta = 0: their advantage is unchanged) and
+    entropy 0. None = every row.
     """
 
     def __init__(self, scorer, tokenizer, user_msgs: Sequence[str], ro: Rollouts, n: int, temperature: float,
-                 micro_batch: int):
+                 micro_batch: int, needed: Optional[Callable[[torch.Tensor, bool], torch.Tensor]] = None,
+                 old_logp: Optional[torch.Tensor] = None):
         self.scorer, self.tok, self.user_msgs, self.ro, self.n = scorer, tokenizer, user_msgs, ro, n
         self.temperature, self.micro_batch = temperature, micro_batch
+        self.needed, self.old_logp = needed, old_logp
         self.ids = self.mask = None
+        self.n_scored = 0
 
     def score(self, contexts, kind: str, want_logp: bool, want_entropy: bool) -> TeacherScores:
         self.ids, self.mask, has = teacher_inputs(self.tok, self.user_msgs, contexts, kind, self.n)
-        logp = ent = None
-        if want_logp or want_entropy:
-            logp, ent = score_responses(self.scorer, self.ids, self.mask, self.ro.response_ids, self.ro.response_mask,
-                                        self.temperature, self.micro_batch, with_entropy=want_entropy)
-        return TeacherScores(has, logp if want_logp else None, ent)
+        if not (want_logp or want_entropy):
+            return TeacherScores(has, None, None)
+        rows = (self.needed(has, want_entropy) if self.needed is not None
+                else torch.ones_like(has)).nonzero().flatten()
+        R = self.ro.response_ids.shape[1]
+        logp = self.old_logp.clone() if self.old_logp is not None else torch.zeros((len(has), R))
+        ent = torch.zeros((len(has), R))
+        if len(rows):
+            # only the scored rows, without the padding columns none of them uses
+            p_ids, p_mask = self.ids[rows], self.mask[rows]
+            r_ids, r_mask = self.ro.response_ids[rows], self.ro.response_mask[rows]
+            p_keep, r_keep = int(p_mask.sum(1).max()), max(int(r_mask.sum(1).max()), 1)
+            t_logp, t_ent = score_responses(self.scorer, p_ids[:, -p_keep:], p_mask[:, -p_keep:], r_ids[:, :r_keep],
+                                            r_mask[:, :r_keep], self.temperature, self.micro_batch,
+                                            with_entropy=want_entropy)
+            logp[rows] = 0.0
+            logp[rows, :r_keep] = t_logp
+            if want_entropy:
+                ent[rows, :r_keep] = t_ent
+            self.n_scored += len(rows)
+        return TeacherScores(has, logp if want_logp else None, ent if want_entropy else None)
 
     def logits(self, sl: slice) -> torch.Tensor:
         """Full teacher-view logits (b, R, V) for rows ``sl``, no gradient."""
@@ -124,7 +147,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 
 def step_metrics(step: int, rewards: torch.Tensor, G: int, ro: Rollouts, old_ent: torch.Tensor, sh: Shaped,
                  stats: dict[str, list[float]]) -> dict[str, float]:
-    """The step's metrics (rewards (B,), G groups)."""
+    """The step's metrics (rewards (B,), G groups); ``nonfinite_skips`` counts ``stats["nonfinite"]`` (0 without)."""
     applied = sh.weight[ro.response_mask.bool()]
     groups = rewards.view(G, -1)
     return {
@@ -146,6 +169,7 @@ def step_metrics(step: int, rewards: torch.Tensor, G: int, ro: Rollouts, old_ent
         "distill_loss": mean(stats["distill"]),
         "diversity_bonus": float((sh.shaped_rewards - rewards).mean()),
         "lambda": sh.lam,
+        "nonfinite_skips": len(stats.get("nonfinite", ())),  # mini-batches not applied: a NaN / inf (ppo_update)
     }
 
 
@@ -168,21 +192,24 @@ def rl_step(
     prompts = [chat_prompt(tokenizer, m) for m in user_msgs]
     ro: Rollouts = sample(model, tokenizer, prompts, n, cfg.max_response_length, temperature=cfg.temperature,
                           seed=cfg.seed * 100003 + step, batch_size=cfg.gen_batch_size)
-    t_gen = time.perf_counter() - t0
+    t1 = time.perf_counter()
     # 2. grade
     answers = [row["answer"] for row in batch for _ in range(n)]
     rewards = torch.tensor(grade_fn(ro.texts, answers), dtype=torch.float32)  # (B,)
+    t2 = time.perf_counter()
     # 3. old log-probs (and the rollout policy's entropy)
     old_logp, old_ent = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
                                         cfg.temperature, cfg.micro_batch, with_entropy=True)
     # 4. the method: advantages, teacher view, plan
-    t1 = time.perf_counter()
+    t3 = time.perf_counter()
     teacher = LocalTeacher(teacher_model if teacher_model is not None else model, tokenizer, user_msgs, ro, n,
-                           cfg.temperature, cfg.micro_batch)
+                           cfg.temperature, cfg.micro_batch, old_logp=old_logp,
+                           needed=lambda has, want_ent: rows_needing_teacher(spec, settings, rewards.view(G, n), has,
+                                                                             want_ent))
     sh = shape_advantages(spec, settings, rewards.view(G, n), [ro.texts[g * n:(g + 1) * n] for g in range(G)],
                           [row["solution"] for row in batch], old_logp, old_ent, ro.response_mask, step,
                           teacher.score)
-    t_teacher = time.perf_counter() - t1
+    t4 = time.perf_counter()
     # 5. one PPO epoch
     update = UpdateBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, old_logp, sh.token_adv,
                          sh.plan)
@@ -193,9 +220,12 @@ def rl_step(
         with torch.no_grad():
             for pt, ps in zip(teacher_model.parameters(), model.parameters()):
                 pt.mul_(1.0 - settings.ema_rate).add_(ps.detach(), alpha=settings.ema_rate)
+    t5 = time.perf_counter()
+    # where the step's time goes: sampling, grading, old log-probs, the method (teacher pass included), update
     return {**step_metrics(step, rewards, G, ro, old_ent, sh, stats),
-            "lr": optimizer.param_groups[0]["lr"], "time_gen": t_gen, "time_teacher": t_teacher,
-            "step_time": time.perf_counter() - t0}
+            "teacher_rows": float(teacher.n_scored),
+            "lr": optimizer.param_groups[0]["lr"], "time_gen": t1 - t0, "time_grade": t2 - t1,
+            "time_old_logp": t3 - t2, "time_teacher": t4 - t3, "time_update": t5 - t4, "step_time": t5 - t0}
 
 
 def train(

@@ -1,4 +1,5 @@
-"""Batched sampling with KV cache and log-prob passes over (prompt ⊕ response) sequences.
+"""Batched sampling (``rlrt.backends.local.sampler``'s lean loop, or ``generate``) and log-prob passes over
+(prompt ⊕ response) sequences.
 
 Layout used everywhere in the local engine (the same as verl's DataProto batches):
 
@@ -53,6 +54,19 @@ def response_mask_from_ids(response_ids: torch.Tensor, eos_id: int) -> torch.Ten
     return (before == 0).long()
 
 
+def _generate(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p) -> torch.Tensor:
+    """The new tokens (b, r) of ``transformers``' ``generate`` for left-padded ``ids``/``mask``: the reference the
+    lean sampler is tested against, and the fallback for a model it does not support."""
+    from transformers import GenerationConfig
+
+    greedy = temperature == 0.0
+    gen_cfg = GenerationConfig(
+        do_sample=not greedy, max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+        **({} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": top_k}),
+    )
+    return model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)[:, ids.shape[1]:]
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -66,21 +80,27 @@ def sample(
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = False,
+    engine: str = "auto",
 ) -> Rollouts:
-    """Sample ``n`` responses per prompt (HF ``generate`` with KV cache), ``batch_size`` sequences at a time.
+    """Sample ``n`` responses per prompt, ``batch_size`` sequences at a time; ``temperature == 0`` is greedy.
 
     Prompts are already chat-templated strings. Returns grouped rows: B = len(prompts) * n.
     Deterministic for a fixed ``seed`` and torch thread count.
-    """
-    from transformers import GenerationConfig
 
+    engine: ``"lean"`` = ``rlrt.backends.local.sampler`` (static KV cache, finished rows leave the batch; the
+    same draws as ``generate`` for the same seed), ``"generate"`` = ``transformers``' ``generate``, ``"auto"`` =
+    lean where it supports the model (a plain Qwen3), else ``generate``.
+    """
+    from rlrt.backends.local import sampler
+
+    if engine not in ("auto", "lean", "generate"):
+        raise ValueError(f"engine must be auto, lean or generate, not {engine!r}")
+    lean = engine == "lean" or (engine == "auto" and sampler.supports(model))
+    if lean and not sampler.supports(model):
+        raise ValueError(f"the lean sampler does not support {type(model).__name__}; use engine='generate'")
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     rows = [ids for ids in enc for _ in range(n)]
-    gen_cfg = GenerationConfig(
-        do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-        pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
-    )
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
@@ -92,8 +112,11 @@ def sample(
     resp_chunks = []
     for start in chunks:
         ids, mask = left_pad(rows[start:start + batch_size], pad_id)
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-        resp_chunks.append(out[:, ids.shape[1]:])
+        if lean:
+            out, _ = sampler.decode(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p)
+        else:
+            out = _generate(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p)
+        resp_chunks.append(out)
     model.train(was_training)
     width = max(max(c.shape[1] for c in resp_chunks), 1)
     response_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -26,10 +26,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from rlrt.methods.advantages import group_advantages
-from rlrt.methods.registry import MethodSpec
-from rlrt.methods.settings import MethodSettings
-from rlrt.methods.shaping import TeacherScores
+from rlrt.methods.shaping import TeacherScores, rows_needing_teacher  # noqa: F401 - re-exported for the trainer
 from rlrt.tasks.prompts import chat_prompt
 from rlrt.teacher import teacher_user_message
 
@@ -51,21 +48,6 @@ def cap_middle(ids: list[int], max_len: int) -> tuple[list[int], bool]:
         return ids, False
     head = max_len // 2
     return ids[:head] + ids[len(ids) - (max_len - head):], True
-
-
-def rows_needing_teacher(spec: MethodSpec, settings: MethodSettings, rewards: Tensor, has_context: Tensor,
-                         want_entropy: bool) -> Tensor:
-    """(B,) bool: rows whose teacher score can matter. rewards (G, n), has_context (B,).
-
-    Teacher entropy (SRPO's plan) is wanted on every row with a context. Token weights change the advantage only
-    where the spec's gate passes and the group advantage is non-zero (``group_advantages``, the same call
-    ``shape_advantages`` makes; methods with a teacher have no reward bonus, so the scores are the rewards).
-    """
-    has = has_context.bool().reshape(-1)
-    if want_entropy or spec.weight_fn is None:
-        return has
-    adv = group_advantages(rewards, bool(settings.norm_adv_by_std)).reshape(-1)
-    return has & spec.gate(rewards.reshape(-1)) & (adv != 0)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -97,8 +97,8 @@ def history_row(step: int, grouped: Grouped, shaped: Shaped, actor_metrics: Mapp
              "distill": []}
     row = step_metrics(step, grouped.rewards.reshape(-1), grouped.G, ro, ent, shaped, stats)
     lr = _pick(actor_metrics, "lr")
-    return {**row, "lr": lr[-1] if lr else None, "time_gen": None, "time_teacher": time_teacher,
-            "step_time": step_time}
+    return {**row, "lr": lr[-1] if lr else None, "time_gen": None, "time_grade": None, "time_old_logp": None,
+            "time_teacher": time_teacher, "time_update": None, "step_time": step_time}
 
 
 def _trainer_class():
