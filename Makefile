@@ -22,10 +22,13 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# `python -m rlrt.config` first: a missing or broken --configfile is one line naming it, not Snakemake's traceback.
 run: setup
+	$(BIN)/python -m rlrt.config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dryrun: setup
+	$(BIN)/python -m rlrt.config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
 
 # The paper-scale plan through the SLURM profile: every job with the GPUs, memory and time it would ask for

@@ -4,10 +4,12 @@ import os
 import re
 
 from rlrt.codekey import code_key
-from rlrt.config import (ConfigError, check_backend_installed, data_splits, parse_run_id, planned_runs, run_config,
-                         sweep_runs, table1_methods, validate)
+from rlrt.config import (ConfigError, check_backend_installed, check_config_files, data_splits, parse_run_id,
+                         planned_runs, run_config, sweep_runs, table1_methods, validate)
 
 try:
+    # each --configfile read strictly (Snakemake's own reader lets a duplicated key's later value win silently)
+    check_config_files(workflow.configfiles)
     validate(config)
     # backend: verl needs verl where the jobs run: here, unless --sdm conda / apptainer brings the GPU environment
     check_backend_installed(config, software_deployment=bool(workflow.deployment_settings.deployment_method))

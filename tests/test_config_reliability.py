@@ -359,3 +359,33 @@ def test_snakemake_dry_run_names_the_key(tmp_path, text, key):
     assert f"invalid config: config key '{key}'" in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_refuses_a_duplicated_key_in_a_configfile(tmp_path):
+    """Snakemake's own reader keeps the later of two equal keys; rules/common.smk reads every --configfile again
+    strictly (check_config_files(workflow.configfiles)) and stops the run before any job, naming file and line."""
+    from conftest import ROOT
+
+    overlay = tmp_path / "dup.yaml"
+    overlay.write_text("rl:\n  steps: 3\nseed: 1\nrl:\n  steps: 4\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(overlay), "--cores", "1", "-n"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"{overlay}: line 4: duplicate key 'rl' (first given at line 1)" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_make_checks_the_configfile_before_snakemake(tmp_path):
+    """`make run` / `make dryrun` call `python -m rlrt.config $(CONFIG)` first: a missing file is one line."""
+    from conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("run", "dryrun"):
+        body = makefile.split(f"\n{target}: setup\n", 1)[1].split("\n\n", 1)[0]
+        first, second = body.strip().splitlines()[:2]
+        assert first.strip() == "$(BIN)/python -m rlrt.config $(CONFIG)" and "snakemake" in second, target
+    proc = subprocess.run([sys.executable, "-m", "rlrt.config", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
+    assert f"{tmp_path / 'nope.yaml'}: config file not found" in proc.stderr + proc.stdout
