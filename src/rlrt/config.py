@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
     import jsonschema
 
     _check_finite(cfg, [])  # JSON-schema ranges let NaN through (every comparison with NaN is false)
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _schema(str(schema_path))
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(cfg))
     if errors:
@@ -359,8 +360,7 @@ def _with_defaults(value: Any, schema: dict[str, Any]) -> Any:
 
 def analysis_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
     """The ``analysis`` block with its schema defaults filled in ({} when absent: no analysis runs)."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    return _with_defaults(cfg.get("analysis") or {}, schema["properties"]["analysis"])
+    return _with_defaults(cfg.get("analysis") or {}, _schema(str(schema_path))["properties"]["analysis"])
 
 
 def _analysis_checks(cfg: dict[str, Any]) -> None:
@@ -491,7 +491,18 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first = key, line, first
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML was built with it (the pure-Python one costs ~0.1 s per config file read, and
+# `snakemake -n` reads several)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@lru_cache(maxsize=None)
+def _schema(schema_path: str) -> dict[str, Any]:
+    """The JSON schema (YAML), read once per process. Callers must not mutate it."""
+    return yaml.load(Path(schema_path).read_text(), Loader=_SafeLoader)  # noqa: S506 -- a safe loader
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain PyYAML, and Snakemake, keep the
     later value silently). Keys brought in by a merge key (``<<: *anchor``) may be overridden, as YAML intends."""
 
