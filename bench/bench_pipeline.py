@@ -1,7 +1,17 @@
-"""Benchmark: wall time of the whole embedded default DAG (``make run`` from scratch) and where it goes.
+"""Benchmark: the whole embedded default DAG (``make run`` from scratch) and where its time goes.
 
-Runs ``snakemake --cores 2`` on ``config/config.yaml`` into a fresh directory, then reads every rule's
-``benchmark:`` file to report the wall time per stage, and runs ``bench_step_time.py`` for the RLRT/GRPO ratio.
+One run, side by side where it compares:
+
+1. ``snakemake --cores 2`` on ``config/config.yaml`` into a fresh folder: wall time, and per stage family the
+   job count, job-seconds and peak memory (every rule's ``benchmark:`` file: ``s``, ``max_rss``), next to the
+   last measured run before the speed work (``bench/baseline.json``: its date, machine and commit);
+2. ``snakemake -n`` on the finished tree (best of 3);
+3. job start-up: the imports a model job (torch, transformers' Qwen3, the tokenizer, MLflow, the local engine)
+   and a table job (pandas, matplotlib) make, best of 3, over an empty interpreter;
+4. ``bench_step_time.py`` (GRPO vs RLRT vs RLSD steps alternated on the run's S-base, with the phase breakdown)
+   and ``bench_sampler.py`` (the lean sampler vs ``generate`` on the same checkpoint, prompts and batches).
+
+Writes ``results/bench/pipeline.json`` and ``results/bench/summary.md``.
 
     python bench/bench_pipeline.py [--workdir /tmp/rlrt-bench]   (the folder is kept for inspection)
 """
@@ -12,15 +22,96 @@ import argparse
 import csv
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL_JOB_IMPORTS = ("import torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+                     "from transformers.models.qwen3 import modeling_qwen3; import mlflow; "
+                     "import rlrt.backends.local.rl, rlrt.tasks.grading, rlrt.tracking")
+TABLE_JOB_IMPORTS = "import pandas, matplotlib.pyplot; import rlrt.stages.tables, rlrt.stages.figures"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
+
+
+def best_of(cmd: list[str], env: dict, n: int = 3, cwd: Path | None = None) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, cwd=cwd, capture_output=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def stage_table(bench_dir: Path) -> dict[str, dict[str, float]]:
+    """Per stage family (the benchmark tree's first level): jobs, job-seconds, peak RSS (MB) of its largest job."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "peak_rss_mb": 0.0})
+    for tsv in bench_dir.rglob("*.tsv"):
+        stage = tsv.relative_to(bench_dir).parts[0].removesuffix(".tsv")
+        with tsv.open() as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        rec = out[stage]
+        rec["jobs"] += 1
+        rec["job_seconds"] += float(row["s"])
+        rss = row.get("max_rss", "NA")
+        if rss not in ("NA", "", "-"):
+            rec["peak_rss_mb"] = max(rec["peak_rss_mb"], float(rss))
+    return dict(sorted(out.items()))
+
+
+def run_json(cmd: list[str], env: dict) -> dict:
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(proc.stdout[proc.stdout.index("{"):])
+
+
+def summary_md(res: dict, base: dict) -> str:
+    lines = [f"# `make bench` — {res['date']}, {res['machine']}, commit {res['commit']}", ""]
+    lines += [f"Whole default DAG: **{res['wall_s'] / 60:.1f} min** wall, {res['jobs']} jobs, "
+              f"{res['job_seconds_total']:,.0f} job-seconds on {res['cores']} cores "
+              f"(before: {base['wall_s'] / 60:.1f} min, {base['jobs']} jobs, {base['job_seconds_total']:,.0f} "
+              f"job-seconds; {base['date']}, {base['machine']}, commit {base['commit']}).", ""]
+    lines += ["| stage | jobs | job-seconds | before | peak RSS of a job (MB) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for stage, rec in res["stages"].items():
+        before = base["job_seconds_by_stage"].get(stage)
+        lines.append(f"| {stage} | {rec['jobs']} | {rec['job_seconds']:,.0f} | "
+                     f"{'' if before is None else f'{before:,.0f}'} | {rec['peak_rss_mb']:,.0f} |")
+    st = res["step_time"]
+    b = st["breakdown_s"]
+    lines += ["", f"One RL step on S-base ({st['question_batch']} questions x {st['n_rollouts']} rollouts, "
+              f"mean of {st['steps']} steps, alternated): GRPO {st['grpo_step_s']:.2f} s, RLRT {st['rlrt_step_s']:.2f} s "
+              f"(**{st['rlrt_over_grpo']:.2f}x**), RLSD {st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x, "
+              "every row scored by the teacher).", "",
+              "| phase (s) | GRPO | RLRT | RLSD |", "| --- | ---: | ---: | ---: |"]
+    for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
+        lines.append(f"| {k.removeprefix('time_')} | " + " | ".join(f"{b[m][k]:.3f}" for m in ("grpo", "rlrt", "rlsd"))
+                     + " |")
+    lines += ["", "Sampler (lean loop vs `transformers` `generate`, same checkpoint, prompts, batch, lengths, seed):", "",
+              "| batch | rows | tokens | generate tok/s | lean tok/s | speed-up | same tokens |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in res["sampler"]["results"].items():
+        lines.append(f"| {name} | {r['rows']} | {r['generated_tokens']} | {r['generate_tok_per_s']:,.0f} | "
+                     f"{r['lean_tok_per_s']:,.0f} | {r['speedup']:.2f}x | {r['same_tokens']} |")
+    lines += ["", f"`snakemake -n` on the finished tree: {res['dryrun_s']:.2f} s. Imports of a model job: "
+              f"{res['imports_s']['model_job']:.2f} s; of a table job: {res['imports_s']['table_job']:.2f} s "
+              f"(over an empty interpreter, best of 3).", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -28,32 +119,40 @@ def main() -> None:
     p.add_argument("--workdir", default=None)
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "pipeline.json"))
+    p.add_argument("--baseline", default=str(ROOT / "bench" / "baseline.json"))
     args = p.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rlrt-bench-"))
     if (work / "results").exists():
         shutil.rmtree(work / "results")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     # Rules run `python` from PATH (the job's environment): this interpreter's bin/ first, as `make` does.
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    smk = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", args.config, "--cores", "2"]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                    str(work), "--configfile", args.config, "--cores", "2"], check=True, env=env)
+    subprocess.run(smk, check=True, env=env)
     wall = time.perf_counter() - t0
-    per_stage: dict[str, float] = defaultdict(float)
-    for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):
-        stage = tsv.relative_to(work / "results" / "benchmarks").parts[0].removesuffix(".tsv")
-        with tsv.open() as f:
-            row = next(csv.DictReader(f, delimiter="\t"))
-        per_stage[stage] += float(row["s"])
-    res = {"wall_s": wall, "cores": 2, "job_seconds_by_stage": dict(sorted(per_stage.items())),
-           "job_seconds_total": sum(per_stage.values())}
-    step = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_step_time.py"), "--checkpoint",
-                           str(work / "results" / "checkpoints" / "S-base"),
-                           "--out", str(Path(args.out).with_name("step_time.json"))],
-                          check=True, capture_output=True, text=True)
-    res["step_time"] = json.loads(step.stdout[step.stdout.index("{"):])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    stages = stage_table(work / "results" / "benchmarks")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    res = {"date": date.today().isoformat(), "machine": machine(), "commit": commit, "cores": 2, "wall_s": wall,
+           "jobs": sum(r["jobs"] for r in stages.values()), "stages": stages,
+           "job_seconds_by_stage": {k: r["job_seconds"] for k, r in stages.items()},
+           "job_seconds_total": sum(r["job_seconds"] for r in stages.values())}
+    res["dryrun_s"] = best_of(smk + ["-n"], env)
+    empty = best_of([sys.executable, "-c", "pass"], env)
+    res["imports_s"] = {"model_job": best_of([sys.executable, "-c", MODEL_JOB_IMPORTS], env) - empty,
+                        "table_job": best_of([sys.executable, "-c", TABLE_JOB_IMPORTS], env) - empty}
+    ckpt = str(work / "results" / "checkpoints" / "S-base")
+    res["step_time"] = run_json([sys.executable, str(ROOT / "bench" / "bench_step_time.py"), "--config", args.config,
+                                 "--checkpoint", ckpt, "--out", str(out.with_name("step_time.json"))], env)
+    res["sampler"] = run_json([sys.executable, str(ROOT / "bench" / "bench_sampler.py"), "--config", args.config,
+                               "--checkpoint", ckpt, "--out", str(out.with_name("sampler.json"))], env)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    base = json.loads(Path(args.baseline).read_text())
+    out.with_name("summary.md").write_text(summary_md(res, base))
+    print(out.with_name("summary.md").read_text())
 
 
 if __name__ == "__main__":
