@@ -55,13 +55,13 @@ def main() -> None:
     rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "max_response_length":
                                         cfg["backbones"]["S-base"]["max_response_length"]})
     init = copy.deepcopy(model.state_dict())
-    times: dict[str, list[float]] = {"grpo": [], "rlrt": []}
+    times: dict[str, list[float]] = {"grpo": [], "rlrt": [], "rlsd": []}  # RLSD: every row teacher-scored
     phases = ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update")
     parts: dict[str, dict[str, list[float]]] = {m: {k: [] for k in phases + ("teacher_rows",)} for m in times}
     with Grader(workers=1) as grader:
         for step in range(args.steps + 1):  # step 0 warms up both paths and is not counted
             batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
-            for method in ("grpo", "rlrt"):
+            for method in times:
                 model.load_state_dict(init)
                 spec = get_method(method)
                 opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
@@ -76,10 +76,12 @@ def main() -> None:
         "source": source,
         "question_batch": rl_cfg.question_batch, "n_rollouts": rl_cfg.n_rollouts, "steps": args.steps,
         "grpo_step_s": statistics.mean(times["grpo"]), "rlrt_step_s": statistics.mean(times["rlrt"]),
+        "rlsd_step_s": statistics.mean(times["rlsd"]),
         "rlrt_teacher_pass_s": statistics.mean(parts["rlrt"]["time_teacher"]),
         "breakdown_s": {m: {k: statistics.mean(v) for k, v in parts[m].items()} for m in parts},
     }
     res["rlrt_over_grpo"] = res["rlrt_step_s"] / res["grpo_step_s"]
+    res["rlsd_over_grpo"] = res["rlsd_step_s"] / res["grpo_step_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
