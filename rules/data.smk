@@ -23,8 +23,20 @@ rule prepare_data:
         "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
+def eval_split_files(wildcards):
+    """A training split's excluded splits: every evaluation split staged here (its questions leave the training
+    rows, counted and logged); an evaluation split excludes nothing."""
+    datasets = config["data"].get("datasets") or {}
+    evals = [s for s in list(config["data"]["test_splits"]) + list((config.get("rlt") or {}).get("test_splits") or [])
+             if s in datasets]
+    return [] if wildcards.split in evals else [f"{R}/data/{s}.parquet" for s in dict.fromkeys(evals)]
+
+
 rule prepare_dataset:
-    """One real data set -> the normalised parquet (id, question, answer, solution, source)."""
+    """One real data set -> the normalised parquet (id, question, answer, solution, source); a training split
+    without the questions of the evaluation splits."""
+    input:
+        exclude=eval_split_files,
     output:
         f"{R}/data/{{split}}.parquet",
     params:
@@ -40,7 +52,7 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --exclude {input.exclude} --out {output} > {log} 2>&1"
 
 
 rule tokenizer:

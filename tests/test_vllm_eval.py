@@ -112,7 +112,7 @@ def test_metrics_prompts_and_sampling_params(model_dir, splits, tmp_path):
     assert m["pass@4"] == pytest.approx(100 * 2 / 3, abs=1e-12)
     assert m["mean_response_length"] == 10.5
     assert s["example"] == {"prompt": prompts[0], "response": "The sum is \\boxed{7}.", "answer": "7"}
-    assert result["grading"] == {"unparseable": 2, "errors": 0}  # one per split
+    assert result["grading"]["unparseable"] == 2 and result["grading"]["errors"] == 0  # one per split
     assert result["n"] == 4 and result["task"] == "arithmetic" and result["backbone"] == "Qwen3-8B"
 
 
@@ -123,7 +123,8 @@ def test_same_json_as_the_cpu_evaluator(model_dir, splits, tmp_path, monkeypatch
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    monkeypatch.setattr(stage, "load_checkpoint", lambda path: (None, tok))
+    stub = __import__("types").SimpleNamespace(config=__import__("types").SimpleNamespace(max_position_embeddings=40960))
+    monkeypatch.setattr(stage, "load_checkpoint", lambda path: (stub, tok))  # the stage reads only its context size
 
     def fake_sample(model, tokenizer, prompts, n, max_new_tokens, **kw):
         assert n == N and max_new_tokens == 38912 and kw["temperature"] == 0.7 and kw["top_k"] == 20

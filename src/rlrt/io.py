@@ -2,17 +2,24 @@
 
 Every stage writes through these helpers: the content goes to a temporary sibling first and is renamed into
 place only when complete (``os.replace`` is atomic on POSIX within one file system).
+
+Reads are strict: a defect of an input file (not UTF-8, invalid or truncated JSON, empty, a problem row without
+its question or answer) is a ValueError that names the file and line (``path:line: what is wrong``), never a
+silently shorter or wrong list of rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+log = logging.getLogger("rlrt.io")
 
 
 @contextlib.contextmanager
@@ -51,8 +58,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _utf8(raw: bytes, path: str | os.PathLike, lineno: int, offset: int = 0) -> str:
+    """``raw`` decoded as UTF-8; invalid bytes raise ValueError ``path:line: not valid UTF-8 ...``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno + raw[:e.start].count(b"\n")
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x} at byte offset "
+                         f"{offset + e.start}); re-encode the file as UTF-8") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON value in ``path`` (UTF-8). A missing file raises FileNotFoundError; invalid UTF-8 or invalid JSON
+    (an empty or truncated file included) a ValueError starting ``path:line:``."""
+    raw = Path(path).read_bytes()
+    text = _utf8(raw, path, 1)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty file" if not text.strip() else "invalid JSON (truncated?)"
+        raise ValueError(f"{path}:{e.lineno}:{e.colno}: {what}: {e.msg}") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -70,20 +95,36 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None
             os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file (blank lines skipped); a malformed line raises ValueError naming it."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file, in order.
+
+    Every defect is a ValueError starting ``path:line:`` -- bytes that are not UTF-8, a line that is not JSON (a
+    last line without its newline is reported as truncated: a file cut off mid-write), a value that is not an
+    object. A missing file raises FileNotFoundError naming it. An empty file yields nothing (see ``read_jsonl``)."""
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _utf8(raw, path, lineno, offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line: {e}") from e
+                what = "malformed JSON line" if raw.endswith(b"\n") else \
+                    "truncated last line (no newline at the end: was the file cut off mid-write?)"
+                raise ValueError(f"{path}:{lineno}: {what}: {e}") from e
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (blank lines skipped), with the ``path:line:`` errors of ``iter_jsonl``;
+    a file with no rows (empty, or only blank lines) is an error too: every JSONL the pipeline reads has rows."""
+    rows = [row for _, row in iter_jsonl(path)]
+    if not rows:
+        raise ValueError(f"{path}: empty JSONL file (no rows): an upstream step wrote nothing, or was cut off")
     return rows
 
 
@@ -98,15 +139,43 @@ reference traces and the teacher's SFT warm-up data). Synthetic rows (JSONL) car
 
 def read_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a problem file: ``.jsonl`` (the synthetic task, any keys) or ``.parquet`` (a staged hub data
-    set, ``PROBLEM_COLUMNS``). Both engines (local and verl) read splits through this one function."""
+    set, ``PROBLEM_COLUMNS``). Both engines (local and verl) read splits through this one function.
+
+    Contract: every row has a non-empty string ``question`` and a string ``answer``; a row that breaks it is a
+    ValueError naming the file and line (``path:line:``, JSONL) or row (``path: row k:``, parquet), as are the
+    ``read_jsonl`` defects, an unreadable parquet file and a file without rows. Rows whose ``answer`` is "" (RLT's
+    distillation split keeps code / puzzle traces without one) are kept, and their count is logged: they can
+    never score in RL or evaluation."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    if path.suffix == ".parquet":
+        numbered = list(iter_jsonl(path))
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"{path}: unknown problem file type {path.suffix!r} (expected .jsonl or .parquet)")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: problem file does not exist")
+        try:
+            numbered = list(enumerate(pq.read_table(path).to_pylist()))
+        except pa.ArrowException as e:
+            raise ValueError(f"{path}: unreadable parquet file (truncated or not parquet?): {e}") from e
+    else:
+        raise ValueError(f"{path}: unknown problem file type {path.suffix!r} (expected .jsonl or .parquet)")
+    if not numbered:
+        raise ValueError(f"{path}: no problems in the file (empty): an upstream step wrote nothing")
+    for n, row in numbered:
+        where = f"{path}:{n}" if path.suffix == ".jsonl" else f"{path}: row {n}"
+        q, a = row.get("question"), row.get("answer")
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"{where}: no question (question={q!r:.40})")
+        if not isinstance(a, str):
+            raise ValueError(f"{where}: no gold answer string (answer={a!r:.40}); every problem row needs one "
+                             f"(\"\" where a data set has none)")
+    rows = [row for _, row in numbered]
+    blank = sum(not r["answer"].strip() for r in rows)
+    if blank:
+        log.warning("%s: %d of %d problems have no gold answer (they can never score)", path, blank, len(rows))
+    return rows
 
 
 def write_problems(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:

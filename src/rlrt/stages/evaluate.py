@@ -20,6 +20,7 @@ from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import make_grader
 from rlrt.tasks.prompts import chat_prompt, user_message
+from rlrt.tasks.validate import check_prompt_lengths, prompt_lengths
 
 log = logging.getLogger("rlrt.evaluate")
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in args.data:
             split = Path(path).stem
             rows = read_problems(path)[: cfg.get("max_problems") or None]
+            # a benchmark never loses problems silently: a prompt too long for the context is an error
+            check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows]),
+                                 int(model.config.max_position_embeddings) - int(cfg["max_new_tokens"]), path)
             prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
             ro = sample(model, tok, prompts, n, int(cfg["max_new_tokens"]), temperature=float(cfg["temperature"]),
                         top_p=float(cfg["top_p"]), top_k=int(cfg["top_k"]), seed=seed,
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                 "example": {"prompt": prompts[0], "response": ro.texts[0], "answer": rows[0]["answer"]},
             }
             log.info("%s/%s %s: %s", cfg["backbone"], cfg["method"], split, metrics)
-        result["grading"] = {"unparseable": grader.n_unparseable, "errors": grader.n_errors}
+        result["grading"] = grader.counts()  # unparseable, errors (timeouts, crashes, oversized answers among them)
     write_json(args.out, result)
     track(cfg, args.out)
 

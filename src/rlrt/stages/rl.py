@@ -29,6 +29,7 @@ from rlrt.methods.registry import get_method
 from rlrt.methods.settings import as_dict
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import make_grader
+from rlrt.tasks.validate import check_prompt_lengths, prompt_lengths
 
 log = logging.getLogger("rlrt.rl")
 
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
                                         "max_response_length": cfg["max_response_length"]})
     model, tok = load_checkpoint(args.model)
     rows = read_problems(args.data)
+    # a training prompt the context cannot hold next to a full response is a counted, logged skip
+    fits = check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows]),
+                                int(model.config.max_position_embeddings) - rl_cfg.max_response_length, args.data,
+                                policy="skip")
+    rows = [rows[i] for i in fits]
     run = cfg.get("run", spec.name)
     log.info("rl %s on %s: %d train problems, %s", run, cfg["backbone"]["name"], len(rows), method_cfg)
     save_steps = sorted(int(k) for k in cfg["rl"].get("save_steps") or [] if 0 < int(k) < rl_cfg.steps)
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     with make_grader(cfg.get("task", "arithmetic"), int(cfg.get("grader_workers", 1))) as grader:
         history = engine.train(model, tok, rows, spec, settings, rl_cfg, grader.grade_batch, on_step=log_step,
                                resume=resume, on_save=save_intermediate, save_steps=save_steps)
-        skipped = {"unparseable": grader.n_unparseable, "grader_errors": grader.n_errors}
+        counts = grader.counts()  # unparseable, errors (of which timeouts, crashes, oversized answers), ...
+        skipped = {"unparseable": counts.pop("unparseable"), "grader_errors": counts.pop("errors"), **counts}
     log.info("grading: %s of %d responses", skipped, rl_cfg.steps * rl_cfg.question_batch * rl_cfg.n_rollouts)
     k = max(1, len(history) // 5)
     summary = {

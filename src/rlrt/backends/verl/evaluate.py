@@ -145,6 +145,6 @@ def evaluate(eval_cfg: Mapping[str, Any], *, model: str, data_paths: Sequence[st
             log.info("%s/%s %s: %d problems x %d samples, sampled in %.0fs, graded in %.0fs: %s", cfg["backbone"],
                      cfg["method"], split, len(rows), n, t1 - t0, time.perf_counter() - t1,
                      result["splits"][split]["metrics"])
-        result["grading"] = {"unparseable": grader.n_unparseable, "errors": grader.n_errors}
+        result["grading"] = grader.counts()  # unparseable, errors (timeouts, crashes, oversized answers among them)
     write_json(out, result)
     return result
