@@ -147,3 +147,27 @@ def test_sample_engines(tok):
     assert sample(llama, tok, texts, 2, 4).response_ids.shape[0] == 4  # auto falls back to generate
     with pytest.raises(ValueError, match="engine must be"):
         sample(model, tok, texts, 2, 4, engine="vllm")
+
+
+def test_model_jobs_start_without_scikit_learn(tmp_path):
+    """``lean_transformers`` keeps ``transformers`` from importing scikit-learn at start-up: a checkpoint loads,
+    samples with both engines, and scikit-learn was never imported (a fresh interpreter, as a job starts)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, random
+from rlrt.backends.local.model import build_model, load_checkpoint, save_checkpoint
+from rlrt.backends.local.rollout import sample
+from rlrt.tasks.tokenizer import train_tokenizer
+tok = train_tokenizer(["What is 1 + 2? \\\\boxed{{3}}"] * 20, 280)
+model = build_model({{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}}, tok)
+save_checkpoint(model, tok, {str(tmp_path / 'm')!r})
+model, tok = load_checkpoint({str(tmp_path / 'm')!r})
+for engine in ("lean", "generate"):
+    assert sample(model, tok, ["What is 1 + 2?"], 2, 4, engine=engine).response_ids.shape[0] == 2
+assert "sklearn" not in sys.modules, "scikit-learn was imported"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

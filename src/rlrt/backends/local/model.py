@@ -18,6 +18,23 @@ import torch
 from rlrt.io import atomic_dir
 
 
+def lean_transformers() -> None:
+    """Keep scikit-learn out of ``transformers``' start-up (about 1 s of every model job's imports).
+
+    ``transformers.generation.candidate_generator`` imports ``sklearn.metrics`` when scikit-learn is installed (it
+    is: the marker analysis and MLflow use it), only for assisted decoding's ROC-curve heuristic, which no stage
+    uses. Telling that module scikit-learn is absent, before it is first imported, skips the import; everything
+    else is unchanged (``tests/test_sampler.py`` checks a model loads and ``generate`` runs without it). A no-op
+    once ``transformers.generation`` is loaded."""
+    import sys
+
+    if "transformers.generation.candidate_generator" in sys.modules:
+        return
+    import transformers.utils
+
+    transformers.utils.is_sklearn_available = lambda: False
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU determinism needs a fixed thread count too: see ``set_threads``)."""
     random.seed(seed)
@@ -34,6 +51,7 @@ def set_threads(threads: int | None = None) -> int:
 
 def build_model(arch: dict[str, Any], tokenizer) -> torch.nn.Module:
     """A randomly initialised ``Qwen3ForCausalLM`` from an architecture dict (see config ``backbones.sizes``)."""
+    lean_transformers()
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     hidden = int(arch["hidden_size"])
@@ -62,6 +80,7 @@ def n_params(model: torch.nn.Module) -> int:
 
 def load_checkpoint(path: str | os.PathLike, dtype=torch.float32):
     """Load (model, tokenizer) from a ``save_pretrained`` folder with the Auto classes."""
+    lean_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
