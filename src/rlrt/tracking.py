@@ -10,7 +10,9 @@ Where: ``MLFLOW_TRACKING_URI`` (the workflow exports it to every job: an ``mlflo
 ``tracking.uri`` of the config, else a SQLite file ``<results>/mlflow/mlflow.db``). The URI is deliberately not a
 rule parameter: pointing the jobs at another store reruns nothing. Two jobs may log at once (``snakemake --cores
 2``): the store is created once by the ``mlflow_init`` rule, each job logs in a few batched calls at its end, and a
-locked database is retried. Open the UI with ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
+locked database is retried. Tracking never fails a job: a store that still fails (deleted, locked past the retries,
+replaced by a non-database file) gives a warning naming the store and what was not logged, and the job's outputs
+stay. Open the UI with ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
 """
 
 from __future__ import annotations
@@ -154,26 +156,21 @@ def log_run(
     history: Sequence[dict[str, float]] = (), final: dict[str, float] | None = None, step_key: str = "step",
     artifacts: Sequence[str | os.PathLike] = (), parent: str | None = None,
 ) -> str | None:
-    """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled).
+    """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled or failed).
 
     ``tags`` are the stage's own (stage, method, backbone, seed, ...); the job's rule, wildcards and git commit are
     added here. ``artifacts``: files or folders copied into the run (missing ones are skipped with a warning).
-    ``parent``: the name of the run's parent (a sweep), shared by every job that names it."""
+    ``parent``: the name of the run's parent (a sweep), shared by every job that names it.
+
+    Tracking never fails the job: the stages call this after writing their outputs, and a store that is missing,
+    locked past the retries, not a database or otherwise failing gives one warning naming the store, the run and
+    what was not logged, and returns None (the outputs on disk stay). A SQLite store whose file has gone is
+    recreated empty, with a warning."""
     if not tracking or not tracking.get("enabled", True):
         return None
     from mlflow.entities import Metric, Param
 
     uri, experiment = tracking_uri(tracking), tracking.get("experiment", "rlrt")
-    exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root")
-                               or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
-    client = _client(uri)
-    all_tags = {**job_tags(), **{k: str(v) for k, v in tags.items()}}
-    if parent:
-        shared = {k: all_tags[k] for k in ("method", "backbone", "seed", "git_commit") if k in all_tags}
-        all_tags["mlflow.parentRunId"] = _parent_run(client, exp_id, parent, shared)
-        all_tags["rlrt.sweep"] = parent
-    run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
-    rid = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [
         Metric(metric_name(k), float(v), now, int(rec.get(step_key, i)))
@@ -182,21 +179,55 @@ def log_run(
     metrics += [Metric(metric_name(f"final/{k}"), float(v), now, 0) for k, v in (final or {}).items()
                 if isinstance(v, (int, float))]
     flat = [Param(k, v) for k, v in _flat(params).items()]
-    for i in range(0, max(len(metrics), 1), 1000):
-        batch_params = flat[:100] if i == 0 else []
-        _retry(lambda: client.log_batch(rid, metrics=metrics[i:i + 1000], params=batch_params))
-    for i in range(100, len(flat), 100):
-        _retry(lambda: client.log_batch(rid, params=flat[i:i + 100]))
-    for path in artifacts:
-        p = Path(path)
-        if p.is_dir():
-            _retry(lambda: client.log_artifacts(rid, str(p), artifact_path=p.name))
-        elif p.is_file():
-            _retry(lambda: client.log_artifact(rid, str(p)))
-        else:
-            log.warning("mlflow: artifact %s does not exist; not logged", p)
-    _retry(lambda: client.set_terminated(rid))
+    # what is still to log, in order; the warning of a failure lists what is left
+    todo = {"run": f"run {run_name!r}", "metrics": f"{len(metrics)} metric values", "params": f"{len(flat)} params",
+            "artifacts": "artifacts " + (", ".join(str(a) for a in artifacts) or "(none)")}
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        log.warning("mlflow: store %s is missing (deleted?); run %r goes to a new, empty store there", uri, run_name)
+    rid = None
+    try:
+        exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root")
+                                   or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
+        client = _client(uri)
+        all_tags = {**job_tags(), **{k: str(v) for k, v in tags.items()}}
+        if parent:
+            shared = {k: all_tags[k] for k in ("method", "backbone", "seed", "git_commit") if k in all_tags}
+            all_tags["mlflow.parentRunId"] = _parent_run(client, exp_id, parent, shared)
+            all_tags["rlrt.sweep"] = parent
+        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
+        rid = run.info.run_id
+        del todo["run"]
+        for i in range(0, max(len(metrics), 1), 1000):
+            batch_params = flat[:100] if i == 0 else []
+            _retry(lambda: client.log_batch(rid, metrics=metrics[i:i + 1000], params=batch_params))
+        del todo["metrics"]
+        for i in range(100, len(flat), 100):
+            _retry(lambda: client.log_batch(rid, params=flat[i:i + 100]))
+        del todo["params"]
+        for path in artifacts:
+            p = Path(path)
+            if p.is_dir():
+                _retry(lambda: client.log_artifacts(rid, str(p), artifact_path=p.name))
+            elif p.is_file():
+                _retry(lambda: client.log_artifact(rid, str(p)))
+            else:
+                log.warning("mlflow: artifact %s does not exist; not logged", p)
+        del todo["artifacts"]
+        _retry(lambda: client.set_terminated(rid))
+    except Exception as e:  # noqa: BLE001 - whatever the store raises, the job's results are already on disk
+        log.warning("mlflow: store %s failed (%s); not logged: %s%s. The job's outputs on disk are complete.",
+                    uri, _root_cause(e), "; ".join(todo.values()) or "the run's end status",
+                    f" (run {run_name!r}, id {rid}, left unfinished)" if rid else "")
+        return None
     return rid
+
+
+def _root_cause(e: BaseException) -> str:
+    """``Type: first line`` of the innermost exception of a chain (e.g. sqlite's "file is not a database" under
+    MLflow's and SQLAlchemy's wrappers)."""
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
+
+
+def all_finite(*tensors: Optional[Tensor]) -> bool:
+    """True when every element of every given tensor is finite (no NaN, no ±inf); ``None`` arguments are skipped.
+
+    The update loops call it on advantages, logits, log-probs, losses and gradient norms before stepping the
+    optimizer, so a non-finite value skips the update instead of entering the weights.
+    """
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def agg_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:

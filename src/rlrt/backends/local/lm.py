@@ -15,6 +15,7 @@ import torch
 from rlrt.backends.local import loop as train_loop
 from rlrt.backends.local.loop import warmup_cosine_lr
 from rlrt.backends.local.resume import Resumable
+from rlrt.methods.losses import all_finite
 from rlrt.tasks.prompts import chat_prompt
 
 Example = tuple[list[int], list[int]]  # token ids, loss mask (1 = predict this token)
@@ -53,7 +54,8 @@ def train_lm(
 
     ``make_batch(rng, batch_size)`` draws a batch with the loop's seeded RNG. With ``resume``, the training state is
     saved every ``resume.every`` steps and loaded at start if present: a killed run continues with the same numbers
-    (the shared loop, ``rlrt.backends.local.loop``).
+    (the shared loop, ``rlrt.backends.local.loop``). A step whose loss or gradient norm is NaN / inf takes no
+    optimizer step; its row records that loss, ``grad_norm`` (NaN when no backward ran) and ``nonfinite_skips`` 1.
     """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -70,12 +72,18 @@ def train_lm(
         ids, attn, labels = collate(make_batch(state.rng, batch_size), tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels, use_cache=False).loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        gn = torch.tensor(float("nan"))
+        if all_finite(loss):
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        skip = not all_finite(loss, gn)
+        if skip:  # a NaN / inf loss or gradient never reaches the weights (the loop logs the step)
+            opt.zero_grad(set_to_none=True)
+        else:
+            opt.step()
         # the lr the scheduler sets after this step (LambdaLR: base lr x schedule(step + 1))
         return {"step": step, "loss": float(loss.detach()), "grad_norm": float(gn), "lr": lr * schedule(step + 1),
-                "step_time": time.perf_counter() - t0}
+                "nonfinite_skips": int(skip), "step_time": time.perf_counter() - t0}
 
     def log(rec: dict) -> None:
         if on_step and (rec["step"] % log_every == 0 or rec["step"] == steps - 1):

@@ -5,10 +5,15 @@ and whatever extra state its next step depends on (question order, a frozen teac
 Resume: the whole state (model, optimizer, scheduler, batch RNG, torch RNG, metrics so far, the trainer's extra
 state) is saved every ``resume.every`` steps and loaded at start, so a killed job continues with the numbers of an
 uninterrupted run (sampling seeds in the RL loops depend only on the step index).
+
+Numerics: the loop refuses to start from weights holding a NaN or an inf (one-line ValueError naming the loop),
+and a step whose metrics report ``nonfinite_skips`` > 0 (updates its trainer skipped on a non-finite value, see
+``rlrt.backends.local.ppo``) is logged with the loop's name, which carries the method, and the step.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -17,6 +22,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from rlrt.backends.local.resume import Resumable
+from rlrt.methods.losses import all_finite
+
+log = logging.getLogger("rlrt.loop")
 
 
 def warmup_lr(step: int, warmup_steps: int) -> float:
@@ -72,11 +80,15 @@ def run(loop: Loop, step_fn: Callable[[int], dict], steps: int, *, desc: str, pr
     """Run steps [start, steps) of ``step_fn``, start = 0 or the resumed step count; returns every step's metrics.
 
     Per step: ``m = step_fn(step)``, the scheduler steps, ``m`` joins the history, ``on_step(m)``,
-    ``after_step(finished)``, then the state is saved if due.
+    ``after_step(finished)``, then the state is saved if due. Raises ValueError before the first step when the
+    (initial or resumed) weights hold a NaN or an inf.
     """
     start, history = loop.resume.load(loop.model, loop.optimizer, loop.scheduler, loop.rng)
     if start:
         loop.restore(loop.resume.extra)
+    if not all_finite(*(p.detach() for p in loop.model.parameters())):
+        raise ValueError(f"{desc}: the model's weights hold NaN or inf before step {start}; refusing to train on "
+                         f"them (check the input checkpoint)")
     steps_iter = range(start, steps)
     if progress:
         from rlrt.progress import progress as bar
@@ -84,6 +96,9 @@ def run(loop: Loop, step_fn: Callable[[int], dict], steps: int, *, desc: str, pr
         steps_iter = bar(steps_iter, desc=desc, unit="step", initial=start, total=steps)
     for step in steps_iter:
         m = step_fn(step)
+        if m.get("nonfinite_skips"):
+            log.warning("%s step %d: %d update(s) skipped on non-finite values (metric nonfinite_skips); the weights "
+                        "are unchanged by them", desc, step, m["nonfinite_skips"])
         loop.scheduler.step()
         history.append(m)
         if on_step:

@@ -5,10 +5,16 @@ only slices, accumulates gradients and steps the optimizer.
 Mini-batches are whole groups in sampling order; each is split into micro-batches whose gradients are weighted so
 that their sum equals the whole mini-batch's aggregate (token-mean: by their share of loss tokens). A mini-batch
 with no loss token (SDPO with no context anywhere in it) takes no optimizer step.
+
+Non-finite guard: a mini-batch whose advantages, logits, log-probs, loss or gradient norm hold a NaN or an inf
+takes no optimizer step either (its gradients are dropped, the weights stay as they were); it is logged and
+listed in the returned ``nonfinite`` stats, which the step's metrics count as ``nonfinite_skips``. When every
+value is finite the update is exactly the unguarded one (the checks only read).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
@@ -16,8 +22,10 @@ import torch
 from torch import Tensor
 
 from rlrt.backends.local.rollout import response_logits
-from rlrt.methods.losses import agg_loss, kl_penalty_low_var, token_logprobs
+from rlrt.methods.losses import agg_loss, all_finite, kl_penalty_low_var, token_logprobs
 from rlrt.methods.objectives import MicroBatch, Objective, Plan
+
+log = logging.getLogger("rlrt.ppo")
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,11 @@ def _rows(plan: Plan, sl: slice) -> Plan:
 
 
 def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, settings: object, cfg: PPOConfig,
-               teacher_logits: Optional[Callable[[slice], Tensor]] = None) -> dict[str, list[float]]:
+               teacher_logits: Optional[Callable[[slice], Tensor]] = None) -> dict[str, list]:
     """One epoch over ``batch``; returns per-mini-batch ``loss``/``grad_norm`` and per-micro-batch ``clip_frac``,
-    ``approx_kl``, ``distill``, ``kl`` lists (empty where undefined).
+    ``approx_kl``, ``distill``, ``kl`` lists (empty where undefined) of the mini-batches that stepped, and
+    ``nonfinite``: one entry per mini-batch skipped on a non-finite value, naming it ("advantages",
+    "logits/log-probs", "loss" or "gradients").
 
     ``teacher_logits(sl)`` gives the teacher view's logits (b, R, V) for rows ``sl`` (logit-level objectives).
     """
@@ -66,8 +76,8 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
     model.train()
     B = batch.response_ids.shape[0]
     loss_mask = batch.plan.loss_mask
-    stats: dict[str, list[float]] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "distill": [],
-                                     "kl": []}
+    stats: dict[str, list] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "distill": [],
+                              "kl": [], "nonfinite": []}
     for s in range(0, B, cfg.rows_per_minibatch):
         mb_end = min(s + cfg.rows_per_minibatch, B)
         n_tok = loss_mask[s:mb_end].sum()
@@ -75,11 +85,18 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
             continue  # nothing to learn from in this mini-batch (e.g. SDPO rows without a context): no step
         optimizer.zero_grad(set_to_none=True)
         mb_loss = 0.0
+        mb_stats: dict[str, list[float]] = {"clip_frac": [], "approx_kl": [], "distill": [], "kl": []}
+        bad = None if all_finite(batch.token_adv[s:mb_end]) else "advantages"
         for m0 in range(s, mb_end, cfg.micro_batch):
+            if bad:
+                break
             sl = slice(m0, min(m0 + cfg.micro_batch, mb_end))
             logits = response_logits(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.response_ids[sl],
                                      batch.response_mask[sl])
             logp = token_logprobs(logits, batch.response_ids[sl], cfg.temperature)
+            if not all_finite(logits, logp):
+                bad = "logits/log-probs"
+                break
             mb = MicroBatch(logits, logp, batch.old_logp[sl], batch.token_adv[sl], batch.response_mask[sl],
                             _rows(batch.plan, sl), (lambda sl=sl: teacher_logits(sl)) if teacher_logits else None,
                             cfg.temperature, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c)
@@ -88,8 +105,11 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
             if cfg.kl_coef:
                 kl = kl_penalty_low_var(logp, batch.ref_logp[sl])
                 tok_loss = tok_loss + cfg.kl_coef * kl
-                stats["kl"].append(float((kl.detach() * mb.mask).sum() / mb.mask.sum().clamp(min=1)))
+                mb_stats["kl"].append(float((kl.detach() * mb.mask).sum() / mb.mask.sum().clamp(min=1)))
             loss = agg_loss(tok_loss, loss_mask[sl], cfg.loss_agg)
+            if not all_finite(loss):
+                bad = "loss"
+                break
             if cfg.loss_agg == "token-mean":
                 scale = float(loss_mask[sl].sum() / n_tok.clamp(min=1))
             else:
@@ -99,11 +119,21 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
             for key in ("clip_frac", "approx_kl", "distill"):
                 value = getattr(terms, key)
                 if value is not None:
-                    stats[key].append(value)
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    mb_stats[key].append(value)
+        if not bad:
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            bad = None if all_finite(gn) else "gradients"
+        if bad:
+            optimizer.zero_grad(set_to_none=True)
+            log.warning("non-finite %s in the mini-batch of rows %d:%d: its optimizer step is skipped, the weights "
+                        "are unchanged by it", bad, s, mb_end)
+            stats["nonfinite"].append(bad)
+            continue
         optimizer.step()
         stats["loss"].append(mb_loss)
         stats["grad_norm"].append(float(gn))
+        for key, values in mb_stats.items():
+            stats[key].extend(values)
     return stats
 
 

@@ -219,6 +219,7 @@ def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: i
         "clip_frac": mean(stats["clip_frac"]),
         "kl_ref": mean(stats["kl"]),
         "grad_norm": mean(stats["grad_norm"]),
+        "nonfinite_skips": len(stats["nonfinite"]),  # mini-batches not applied: a NaN / inf (ppo_update)
         "lr": optimizer.param_groups[0]["lr"],
         "step_time": time.perf_counter() - t0,
     }
