@@ -78,8 +78,40 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+CHECKSUMS = "checksums.sha256"  # written by ``save_checkpoint``: "<sha256>  <file>" per file, as sha256sum does
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Check a checkpoint folder against its ``checksums.sha256`` (``sha256sum -c`` reads it too): a file that is
+    missing or whose bytes changed raises ValueError naming it. Folders without the file (a hub checkpoint) pass."""
+    folder = Path(path)
+    manifest = folder / CHECKSUMS
+    if not manifest.exists():
+        return
+    for line in manifest.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        f = folder / name
+        if not f.exists():
+            raise ValueError(f"checkpoint {folder}: {name} is missing (listed in {CHECKSUMS})")
+        if _sha256(f) != digest:
+            raise ValueError(f"checkpoint {folder}: {name} does not match its SHA-256 in {CHECKSUMS} (corrupted or "
+                             f"changed after it was written); rerun the job that wrote it")
+
+
 def load_checkpoint(path: str | os.PathLike, dtype=torch.float32):
-    """Load (model, tokenizer) from a ``save_pretrained`` folder with the Auto classes."""
+    """Load (model, tokenizer) from a ``save_pretrained`` folder with the Auto classes, after checking the folder's
+    checksums (``verify_checkpoint``)."""
+    verify_checkpoint(path)
     lean_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,3 +128,5 @@ def save_checkpoint(model, tokenizer, path: str | os.PathLike, extra: dict[str, 
         tokenizer.save_pretrained(tmp)
         for name, text in (extra or {}).items():
             (Path(tmp) / name).write_text(text)
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        (Path(tmp) / CHECKSUMS).write_text("".join(f"{_sha256(p)}  {p.relative_to(tmp).as_posix()}\n" for p in files))
