@@ -1,0 +1,98 @@
+"""How sure a comparison is: paired differences over problems x seeds, a bootstrap interval, and a verdict.
+
+Every claim of the two papers that the pipeline tests is a *directional* comparison of two arms on the same test
+problems (RLRT vs GRPO, RLRT-all vs RLRT, ...), each arm trained with the same seeds. The procedure, fixed before
+looking at any number:
+
+* per arm, a (S, P) matrix: S seeds (the same seed indices in both arms: seed s of RLRT and seed s of GRPO start
+  from the same weights and see the same questions in the same order) x P test problems, each entry a per-problem
+  score (avg@n as a fraction, or an unbiased pass@k);
+* the statistic: the mean over seeds and problems of ``a - b`` (paired by seed and problem);
+* its 95 % interval: a two-level percentile bootstrap that resamples seeds and, independently, problems, with
+  replacement (both are sources of variation the claim should survive: a new seed, a new problem set), 10,000
+  draws from a fixed generator;
+* the verdict, for a claim that ``a`` beats ``b`` (``direction=+1``, or loses to it with -1): the interval
+  entirely on the claimed side of 0 -> "reproduced"; entirely on the other side -> "not reproduced"; containing
+  0 -> "inconclusive".
+
+A correlation claim (RLT's reward rank predicts student accuracy) uses the same bootstrap over problems for
+Pearson r across the ranks (:func:`bootstrap_pearson`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+N_BOOT = 10_000
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired difference and its interval. ``diff``, ``lo``, ``hi`` are in the scores' units."""
+
+    diff: float
+    lo: float
+    hi: float
+    n_seeds: int
+    n_problems: int
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
+                     seed: int = 0) -> Comparison:
+    """Mean paired difference ``a - b`` of two (S, P) score matrices and its (1 - alpha) percentile interval,
+    resampling seeds (rows) and problems (columns) independently with replacement.
+
+    Raises ValueError when the shapes differ, a matrix is empty, or a score is not finite."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two (seeds, problems) matrices of one shape, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("scores must be finite")
+    d = a - b
+    S, P = d.shape
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, S, size=(n_boot, S))
+    cols = rng.integers(0, P, size=(n_boot, P))
+    # mean over the resampled seeds x problems grid = mean over seeds of (mean over problems of the row)
+    stats = np.array([d[r][:, c].mean() for r, c in zip(rows, cols)])
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return Comparison(float(d.mean()), float(lo), float(hi), S, P)
+
+
+def verdict(lo: float, hi: float, direction: int = 1) -> str:
+    """The verdict for a claim that the difference is > 0 (``direction=+1``) or < 0 (-1), given its interval."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    lo, hi = (lo, hi) if direction == 1 else (-hi, -lo)
+    if lo > 0:
+        return REPRODUCED
+    if hi < 0:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
+                      seed: int = 0) -> Comparison:
+    """Pearson r between ``x`` (R,) (e.g. the reward rank) and the mean over problems of ``y`` (R, P) (the student
+    accuracy per problem), with a percentile interval from resampling problems. ``n_seeds`` reports R.
+    Draws where the resampled accuracies are all equal (r undefined) are left out."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if y.ndim != 2 or y.shape[0] != x.shape[0] or x.shape[0] < 3:
+        raise ValueError(f"need >= 3 ranks and a (ranks, problems) matrix, got {x.shape} and {y.shape}")
+
+    def r(v: np.ndarray) -> float:
+        if np.std(v) == 0 or np.std(x) == 0:
+            return float("nan")
+        return float(np.corrcoef(x, v)[0, 1])
+
+    rng = np.random.default_rng(seed)
+    draws = np.array([r(y[:, rng.integers(0, y.shape[1], size=y.shape[1])].mean(1)) for _ in range(n_boot)])
+    draws = draws[np.isfinite(draws)]
+    point = r(y.mean(1))
+    if not draws.size or not np.isfinite(point):
+        return Comparison(point, float("nan"), float("nan"), x.shape[0], y.shape[1])
+    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return Comparison(point, float(lo), float(hi), x.shape[0], y.shape[1])
