@@ -22,7 +22,7 @@ import torch
 from rlrt.backends.local.lm import chat_example, train_lm
 from rlrt.backends.local.resume import TRAILER_TAG, Resumable, read_state, write_state
 
-from test_resume import ROWS, Killed, kill_at, model, same_weights, tok  # noqa: F401 (fixtures)
+from test_resume import ROWS, Killed, kill_at, killed_student_sft, model, same_weights, tok  # noqa: F401 (fixtures)
 
 HERE = Path(__file__).resolve().parent
 
@@ -139,34 +139,9 @@ def test_a_stage_with_a_corrupt_resume_state_restarts_from_scratch(tok, model, t
                                                                    capfd):
     """The student-SFT stage dies after 3 steps; its saved state is then damaged. The rerun logs it, trains from
     scratch to the uninterrupted run's weights and metrics, and clears the set-aside file with its outputs."""
-    from rlrt.backends.local import lm
-    from rlrt.backends.local.model import load_checkpoint, save_checkpoint
-    from rlrt.stages import rlt_student_sft
+    from rlrt.backends.local.model import load_checkpoint
 
-    save_checkpoint(model, tok, tmp_path / "base")
-    traces = tmp_path / "traces.jsonl"
-    traces.write_text("".join(json.dumps({"id": f"q{k}", **r}) + "\n" for k, r in enumerate(ROWS)))
-    cfg = json.dumps({"seed": 0, "tracking": None, "student": "S", "data": "reference",
-                      "student_sft": {"steps": 5, "batch_size": 2, "lr": 3e-3, "resume_every": 1}})
-
-    def run(out: str) -> None:
-        rlt_student_sft.main(["--cfg", cfg, "--model", str(tmp_path / "base"), "--traces", str(traces),
-                              "--out", str(tmp_path / out), "--metrics", str(tmp_path / f"{out}.json")])
-
-    run("full")
-    real_collate, calls = lm.collate, []
-
-    def dying_collate(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise Killed
-        return real_collate(*a, **k)
-
-    monkeypatch.setattr(lm, "collate", dying_collate)
-    with pytest.raises(Killed):
-        run("killed")
-    monkeypatch.setattr(lm, "collate", real_collate)
-    state = tmp_path / "killed.resume_state.pt"
+    run, state = killed_student_sft(tok, model, tmp_path, monkeypatch)
     corrupt(str(state), "bytes_overwritten")
     capfd.readouterr()
     run("killed")

@@ -150,13 +150,13 @@ def test_beside_due_and_clear(tmp_path):
     r.clear()  # nothing to remove: no error
 
 
-def test_a_killed_stage_resumes_when_rerun(tok, model, tmp_path, monkeypatch, capfd):
-    """The whole stage path: the student-SFT stage dies mid-run, its rerun picks up the saved state beside the
-    output (same config, so the same fingerprint) and ends with the uninterrupted run's weights and history."""
+def killed_student_sft(tok, model, tmp_path, monkeypatch):
+    """Run the student-SFT stage to its end as ``full``, then as ``killed`` dying in step 4 (after 3 finished
+    steps, resume state every step). Returns ``run(out)`` (the stage on ``out``) and the killed run's state path."""
     import json
 
     from rlrt.backends.local import lm
-    from rlrt.backends.local.model import load_checkpoint, save_checkpoint
+    from rlrt.backends.local.model import save_checkpoint
     from rlrt.stages import rlt_student_sft
 
     save_checkpoint(model, tok, tmp_path / "base")
@@ -181,9 +181,19 @@ def test_a_killed_stage_resumes_when_rerun(tok, model, tmp_path, monkeypatch, ca
     monkeypatch.setattr(lm, "collate", dying_collate)
     with pytest.raises(Killed):
         run("killed")
-    state = tmp_path / "killed.resume_state.pt"
-    assert state.exists() and not (tmp_path / "killed").exists()
     monkeypatch.setattr(lm, "collate", real_collate)
+    return run, tmp_path / "killed.resume_state.pt"
+
+
+def test_a_killed_stage_resumes_when_rerun(tok, model, tmp_path, monkeypatch, capfd):
+    """The whole stage path: the student-SFT stage dies mid-run, its rerun picks up the saved state beside the
+    output (same config, so the same fingerprint) and ends with the uninterrupted run's weights and history."""
+    import json
+
+    from rlrt.backends.local.model import load_checkpoint
+
+    run, state = killed_student_sft(tok, model, tmp_path, monkeypatch)
+    assert state.exists() and not (tmp_path / "killed").exists()
     capfd.readouterr()
     run("killed")
     assert "after 3 finished steps" in capfd.readouterr().err  # the stage logs to stderr
