@@ -20,7 +20,7 @@ from rlrt.methods.registry import METHODS, get_method
 from rlrt.methods.shaping import TeacherScores, shape_advantages
 
 from test_resume import ROWS as RLT_ROWS
-from test_resume import fake_sample, model, tok  # noqa: F401 (fixtures)
+from test_resume import fake_sample, model, teacher_rl_setup, tok  # noqa: F401 (fixtures)
 from test_rl_engine import ROWS, alternating, make_cfg, tiny  # noqa: F401 (fixture)
 
 NAN = float("nan")
@@ -251,8 +251,6 @@ def test_training_refuses_weights_that_are_already_nan(tiny):
 
 
 def test_teacher_rl_skips_a_minibatch_with_nan_rewards(tok, model, monkeypatch, caplog):  # noqa: F811
-    from rlrt.backends.local.model import build_model
-
     monkeypatch.setattr(rlt, "sample", fake_sample)
     real, calls = rlt.score_explanations, []
 
@@ -264,11 +262,7 @@ def test_teacher_rl_skips_a_minibatch_with_nan_rewards(tok, model, monkeypatch, 
         return out
 
     monkeypatch.setattr(rlt, "score_explanations", score)
-    torch.manual_seed(1)
-    student = build_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                           "num_attention_heads": 2, "num_key_value_heads": 1}, tok).eval()
-    cfg = rlt.TeacherRLConfig(steps=2, question_batch=4, n_samples=3, mini_batch=2, lr=3e-3, max_new_tokens=16,
-                              temperature=1.0, missing_tag_penalty=-20.0, seed=2)
+    student, cfg = teacher_rl_setup(tok, 2)
     with caplog.at_level(logging.WARNING):
         hist = rlt.train_teacher(model, student, tok, RLT_ROWS, cfg)
     assert [h["nonfinite_skips"] for h in hist] == [1, 0]

@@ -96,15 +96,21 @@ def fake_sample(model, tok, prompts, n, max_new_tokens, temperature=1.0, seed=0,
     return Rollouts(p_ids, p_mask, r_ids, response_mask_from_ids(r_ids, tok.eos_token_id), texts)
 
 
-def test_teacher_rl_resumes_with_the_same_numbers(tok, model, tmp_path, monkeypatch):
+def teacher_rl_setup(tok, steps: int):
+    """A tiny frozen student (seeded) and a ``steps``-step teacher-RL config of 4 questions x 3 explanations."""
     from rlrt.backends.local.model import build_model
 
-    monkeypatch.setattr(rlt, "sample", fake_sample)
     torch.manual_seed(1)
     student = build_model({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                            "num_attention_heads": 2, "num_key_value_heads": 1}, tok).eval()
-    cfg = rlt.TeacherRLConfig(steps=3, question_batch=4, n_samples=3, mini_batch=2, lr=3e-3, max_new_tokens=16,
+    cfg = rlt.TeacherRLConfig(steps=steps, question_batch=4, n_samples=3, mini_batch=2, lr=3e-3, max_new_tokens=16,
                               temperature=1.0, missing_tag_penalty=-20.0, seed=2)
+    return student, cfg
+
+
+def test_teacher_rl_resumes_with_the_same_numbers(tok, model, tmp_path, monkeypatch):
+    monkeypatch.setattr(rlt, "sample", fake_sample)
+    student, cfg = teacher_rl_setup(tok, 3)
     full_model = copy.deepcopy(model)
     full = rlt.train_teacher(full_model, student, tok, ROWS, cfg)
     assert not same_weights(full_model, model)  # the run trains
