@@ -25,6 +25,7 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
 include: "rules/rlt.smk"
+include: "rules/claims.smk"
 include: "rules/artifacts.smk"
 
 

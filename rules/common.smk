@@ -5,7 +5,8 @@ import re
 
 from rlrt.codekey import code_key
 from rlrt.config import (ConfigError, check_backend_installed, check_config_files, data_splits, parse_run_id,
-                         planned_runs, run_config, sweep_runs, table1_methods, validate)
+                         planned_runs, run_config, run_seed, split_seed, sweep_runs, table1_methods,
+                         validate)
 
 try:
     # each --configfile read strictly (Snakemake's own reader lets a duplicated key's later value win silently)
@@ -32,7 +33,7 @@ PYTHON = "python"
 BACKBONES = list(config["rl_backbones"])  # Table 1's rows: RL'd with every method of methods.run
 ALL_BACKBONES = list(config["backbones"])  # also those used by name only (RLT teacher / students)
 METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
-RUNS = planned_runs(config)  # backbone -> every RL run there (methods.run + extra runs + sweep points)
+RUNS = planned_runs(config)  # backbone -> every RL run (methods.run + extra runs + sweep points + claims seeds)
 EXP = config.get("experiments") or {}
 # MLflow: the store is exported to every job as MLFLOW_TRACKING_URI (an `mlflow server` a cluster sets before
 # running snakemake wins; else tracking.uri; else SQLite under results/), not passed as a rule parameter, so that
@@ -134,7 +135,7 @@ def rl_cfg(backbone, run):
         "method_cfg": run_config(config, backbone, run),
         "backbone": {"name": backbone, "kind": config["backbones"][backbone]["kind"]},
         "max_response_length": config["backbones"][backbone]["max_response_length"],
-        "seed": config["seed"],
+        "seed": run_seed(config, run),  # the root seed; a claims replicate <run>+seed=<k> its own derived seed
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
         **backend_cfg("rl"),
@@ -147,7 +148,7 @@ def eval_cfg(backbone, run, **override):
         **override,
         "backbone": backbone,
         "method": run,
-        "seed": config["seed"],
+        "seed": run_seed(config, run),
         "max_new_tokens": config["eval"].get("max_new_tokens") or config["backbones"][backbone]["max_response_length"],
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
@@ -155,8 +156,19 @@ def eval_cfg(backbone, run, **override):
     }
 
 
-def eval_files():
-    return [f"{R}/eval/{b}/{m}.json" for b in BACKBONES for m in ["base"] + table1_methods(config, b)]
+def seed_runs(backbone, run):
+    """``run``'s claims replicates on ``backbone`` (``<run>+seed=<k>``, k > 0) that the DAG trains."""
+    return [r for r in RUNS.get(backbone, []) if split_seed(r)[0] == run and split_seed(r)[1] > 0]
+
+
+def eval_files(backbones=None, methods=None):
+    """Evaluations of a table: every (backbone, method) with the base row, plus each method's seed replicates
+    (the table shows mean ± std over them). Default: Table 1 (every RL backbone x its methods.run)."""
+    out = []
+    for b in backbones or BACKBONES:
+        for m in ["base"] + (methods or table1_methods(config, b)):
+            out += [f"{R}/eval/{b}/{r}.json" for r in [m] + (seed_runs(b, m) if m != "base" else [])]
+    return out
 
 
 def run_metrics(runs=None):

@@ -64,7 +64,7 @@ rule table1:
 
 rule table3:
     input:
-        evals=lambda w: [f"{R}/eval/{EXP['table3']['backbone']}/{r}.json" for r in ["base"] + EXP["table3"]["runs"]],
+        evals=lambda w: eval_files([EXP["table3"]["backbone"]], EXP["table3"]["runs"]),
     output:
         csv=report(f"{R}/tables/table3.csv", caption="../workflow/report/table3.rst", category="RLRT",
                    subcategory="Tables", labels={"result": "Table 3: instruct backbone"}),

@@ -5,6 +5,7 @@
 # reference_small, countdown, rank<r>), grpo-<init> (cold-start GRPO on the main task from init) and
 # cdgrpo-<init> (GRPO directly on countdown).
 
+from rlrt.config import split_seed
 from rlrt.rlt_models import rlt_models
 
 RLT = config.get("rlt") if (config.get("rlt") or {}).get("enabled", True) else None  # rlt.enabled: false -> no branch
@@ -27,7 +28,9 @@ if RLT:
         return [f"{R}/rlt/eval/{student}/{m}/{task}.json" for m in models]
 
     def rlt_sft_source(data):
-        """(traces file, n): which traces a student is distilled from, and how many questions (None = all)."""
+        """(traces file, n): which traces a student is distilled from, and how many questions (None = all). A
+        claims replicate (``rlt+seed=1``) reads the same traces as its plain run."""
+        data = split_seed(data)[0]
         if data.startswith("rank"):
             return f"{R}/rlt/traces/rank/rank_{data[4:]}.jsonl", None
         base, _, size = data.partition("_")
@@ -41,10 +44,10 @@ if RLT:
 
     wildcard_constraints:
         student=_alternatives(ALL_BACKBONES),
-        sftdata="rlt|rlt_small|reference|reference_small|countdown|rank[0-9]+",
+        sftdata=r"(rlt|rlt_small|reference|reference_small|countdown|rank[0-9]+)(\+seed=[0-9]+)?",
         rltask="grpo|cdgrpo",
         init="base|sft-[a-z0-9_]+",
-        model="base|sft-[a-z0-9_]+|(cd)?grpo-(base|sft-[a-z0-9_]+)",
+        model=r"base|sft-[a-z0-9_]+(\+seed=[0-9]+)?|(cd)?grpo-(base|sft-[a-z0-9_]+)",
         task="arithmetic|countdown",
         trace_set="arithmetic|countdown",
 
@@ -205,7 +208,7 @@ if RLT:
             code=stage_code("rlrt.stages.rlt_student_sft"),
             cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
                                    **backend_cfg("rlt_train"), "max_length": RLT_MAX_LENGTH,
-                                   "data": w.sftdata, "student": w.student, "seed": config["seed"],
+                                   "data": w.sftdata, "student": w.student, "seed": run_seed(config, w.sftdata),
                                    "tracking": TRACK}),
         threads: stage_threads("rlt_train")
         resources:
@@ -267,7 +270,7 @@ if RLT:
         params:
             code=stage_code("rlrt.stages.evaluate"),
             cfg=lambda w: as_json({**config["eval"], **RLT["eval"], "backbone": w.student, "method": w.model,
-                                   "task": w.task, "stage": "rlt_eval", "seed": config["seed"],
+                                   "task": w.task, "stage": "rlt_eval", "seed": run_seed(config, w.model),
                                    "max_new_tokens": RLT["max_response_length"],
                                    "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
                                    **backend_cfg("evaluate")}),

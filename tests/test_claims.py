@@ -80,3 +80,173 @@ def test_pearson_over_ranks():
     same = np.full((4, 10), 0.5)  # r undefined: no interval, inconclusive
     s = bootstrap_pearson(ranks, same)
     assert np.isnan(s.diff) and verdict(s.lo, s.hi) == INCONCLUSIVE
+
+
+def test_pearson_resamples_seeds_too():
+    rng = np.random.default_rng(1)
+    ranks = np.arange(1, 5)
+    # three seeds, four ranks, 100 problems: accuracy rises with the rank in every seed
+    y = np.clip(0.2 + 0.08 * ranks[None, :, None] + rng.normal(0, 0.05, size=(3, 4, 100)), 0, 1)
+    c = bootstrap_pearson(ranks, y, n_boot=500)
+    assert c.n_seeds == 3 and c.n_problems == 100 and c.lo > 0.5 and verdict(c.lo, c.hi) == REPRODUCED
+    # one seed says the opposite of the other two: the seed resampling widens the interval across 0
+    y[0] = y[0, ::-1]
+    y[1] = y[1, ::-1]
+    w = bootstrap_pearson(ranks, y, n_boot=500)
+    assert w.lo < 0 < w.hi
+    with pytest.raises(ValueError, match="ranks"):
+        bootstrap_pearson(ranks, y[:, :2])
+
+
+# ---- the seeds grammar and the claims plan (rlrt.config, rlrt.claims) ----
+
+def test_seed_grammar_and_derived_seeds():
+    from rlrt.config import derive_seed, parse_run_id, seeded, split_seed
+
+    assert seeded("grpo", 0) == "grpo" and seeded("rlrt@eps_w=0.2", 2) == "rlrt@eps_w=0.2+seed=2"
+    assert split_seed("rlrt@eps_w=0.2+seed=2") == ("rlrt@eps_w=0.2", 2) and split_seed("grpo") == ("grpo", 0)
+    assert parse_run_id("rlrt@eps_w=0.2+seed=2") == ("rlrt", {"eps_w": 0.2})
+    assert parse_run_id("sdpo+seed=1") == ("sdpo", {})
+    with pytest.raises(ValueError, match="seed index"):
+        split_seed("grpo+seed=x")
+    # seed 0 is the root itself (the plain runs keep their numbers); others are a function of (root, k) only
+    assert derive_seed(7, 0) == 7
+    seeds = [derive_seed(0, k) for k in range(1, 6)]
+    assert len(set(seeds)) == 5 and all(0 <= s < 2**31 for s in seeds)
+    assert seeds[:3] == [derive_seed(0, k) for k in range(1, 4)]  # adding seed 4, 5 changes none of 1..3
+    assert derive_seed(1, 1) != derive_seed(0, 1)
+
+
+def _cfg(**claims):
+    from rlrt.config import BASE_CONFIG, load
+
+    cfg = load(BASE_CONFIG)
+    if claims:
+        cfg["claims"] = {**cfg["claims"], **claims}
+    return cfg
+
+
+def test_claims_plan_of_the_default_config():
+    from rlrt.claims import claim_rlt_models, claim_rows, claim_runs
+
+    cfg = _cfg()
+    rows = claim_rows(cfg)
+    assert sorted({r.claim for r in rows}) == list(range(1, 9)) and not [r for r in rows if r.missing]
+    by = {(r.claim, r.where): r for r in rows}
+    assert (by[1, "S-base"].a.run, by[1, "S-base"].b.run, by[1, "S-base"].direction) == ("rlrt", "grpo", 1)
+    assert (by[2, "M-base"].a.run, by[2, "M-base"].b.run) == ("rlrt", "rlsd")
+    g = by[3, "S-instruct"]
+    assert (g.a.run, g.b.run, g.direction) == ("rlrt_all", "rlrt", -1)  # RLRT-all loses to gated RLRT
+    eps = [r for r in rows if r.claim == 4]
+    # base models: eps_w 1.0 is the configured value (the plain run) vs the sweep's smallest, 0.2
+    assert {(r.a.run, r.b.run) for r in eps} == {("rlrt", "rlrt@eps_w=0.2")}
+    collapse = [r for r in rows if r.claim == 5]
+    assert {(r.a.run, r.b.run, r.direction) for r in collapse} == {("sdpo", "base", -1), ("srpo", "base", -1)}
+    assert {(r.a.kind, r.b.run) for r in rows if r.claim == 6} == {("passk", "grpo"), ("passk", "grpo_eb"),
+                                                                   ("passk", "diver")}
+    assert [a.run for a in by[8, "S-base (4 ranks)"].arms] == ["sft-rank1", "sft-rank2", "sft-rank3", "sft-rank4"]
+    runs = claim_runs(cfg)
+    assert "grpo+seed=1" in runs["S-base"] and "grpo+seed=2" in runs["S-base"]
+    assert "grpo+seed=3" not in runs["S-base"] and not [r for r in runs["S-base"] if r.startswith("base")]
+    assert "rlrt_all+seed=2" in runs["S-instruct"] and "diver+seed=1" in runs["M-base"]
+    assert "sft-rank4+seed=2" in claim_rlt_models(cfg)["S-base"]
+    # one seed: the plain runs only
+    assert claim_runs(_cfg(seeds=1)) == {} and claim_rlt_models(_cfg(seeds=1)) == {}
+
+
+def test_a_claim_the_config_does_not_plan_is_a_row_that_says_so():
+    from rlrt.claims import claim_rows
+
+    cfg = _cfg()
+    del cfg["experiments"]["fig8"]
+    cfg["rlt"] = None
+    rows = {r.claim: r for r in claim_rows(cfg) if r.missing}
+    assert set(rows) == {6, 7, 8} and "fig8" in rows[6].missing and "rlt" in rows[7].missing
+
+
+def test_claims_backbones_must_be_rl_backbones():
+    from rlrt.config import ConfigError, validate
+
+    cfg = _cfg(backbones=["S-base", "nope"])
+    with pytest.raises(ConfigError, match=r"claims\.backbones"):
+        validate(cfg)
+    cfg = _cfg(seeds=0)
+    with pytest.raises(ConfigError, match=r"claims\.seeds"):
+        validate(cfg)
+
+
+# ---- the stage on written evaluation files: a clear win, a clear loss, an interval around zero ----
+
+def _write_eval(path, counts_by_split, n=16):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"n": n, "splits": {s: {"metrics": {f"avg@{n}": 0.0, f"pass@{n}": 0.0},
+                                                       "correct_counts": [int(x) for x in c]}
+                                                   for s, c in counts_by_split.items()}}))
+    return str(path)
+
+
+def test_the_stage_gives_each_verdict_and_writes_table_and_figure(tmp_path):
+    from rlrt.stages import claims as stage
+
+    rng = np.random.default_rng(0)
+    S, P, n = 3, 40, 16
+    base = rng.integers(2, 8, size=P)
+
+    def arm(name, shift):
+        files = []
+        for k in range(S):
+            c = np.clip(base + shift + rng.integers(-1, 2, size=P), 0, n)
+            files.append(_write_eval(tmp_path / f"{name}_{k}.json", {"test": c[: P // 2], "test_hard": c[P // 2:]}))
+        return files
+
+    good, bad, same = arm("good", 4), arm("bad", -4), arm("same", 0)
+    ref = arm("ref", 0)
+    rows = [
+        {"claim": 1, "text": "win", "source": "-", "where": "x", "metric": "avg@n", "direction": 1,
+         "a": {"run": "good"}, "b": {"run": "ref"}, "files_a": good, "files_b": ref},
+        {"claim": 2, "text": "loss", "source": "-", "where": "x", "metric": "avg@n", "direction": 1,
+         "a": {"run": "bad"}, "b": {"run": "ref"}, "files_a": bad, "files_b": ref},
+        {"claim": 3, "text": "zero", "source": "-", "where": "x", "metric": "avg@n", "direction": 1,
+         "a": {"run": "same"}, "b": {"run": "ref"}, "files_a": same, "files_b": ref},
+        {"claim": 4, "text": "a loses, as claimed", "source": "-", "where": "x", "metric": "pass@k",
+         "direction": -1, "a": {"run": "bad"}, "b": {"run": "good"}, "files_a": bad, "files_b": good},
+        {"claim": 8, "text": "rank", "source": "-", "where": "x", "metric": "pearson_r",
+         "files_arms": [bad, ref, good]},
+        {"claim": 6, "text": "absent", "source": "-", "where": "-", "metric": "pass@k", "missing": "no fig8"},
+    ]
+    df = stage.claims_frame(rows, n_boot=500, seed=0)
+    v = dict(zip(df["claim"], df["verdict"]))
+    assert v == {1: stage.REPRODUCED, 2: stage.NOT_REPRODUCED, 3: stage.INCONCLUSIVE, 4: stage.REPRODUCED,
+                 8: stage.REPRODUCED, 6: stage.NOT_TESTED}
+    win = df[df.claim == 1].iloc[0]
+    # hand check of the point estimate: 4 correct of 16 more per problem = +25 points (noise averages out)
+    assert abs(win["value"] - 25.0) < 3 and win["lo"] < win["value"] < win["hi"] and win["seeds"] == S
+    assert win["problems"] == P and win["std_a"] > 0
+    # pass@16 from 16 samples is 1 for a problem with any correct sample: by hand, the share of unsolved problems
+    import json
+
+    solved = lambda files: np.mean([[c > 0 for s in json.load(open(f))["splits"].values()  # noqa: E731
+                                     for c in s["correct_counts"]] for f in files])
+    assert abs(df[df.claim == 4].iloc[0]["value"] - 100 * (solved(bad) - solved(good))) < 1e-9
+    out = {k: tmp_path / f"claims.{k}" for k in ("csv", "md", "png")}
+    stage.main(["--cfg", __import__("json").dumps({"rows": rows, "seeds": S, "n_boot": 300}),
+                "--out-csv", str(out["csv"]), "--out-md", str(out["md"]), "--out-png", str(out["png"])])
+    md = out["md"].read_text()
+    assert "not reproduced" in md and "inconclusive" in md and "not tested (no fig8)" in md
+    assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import pandas as pd
+
+    assert list(pd.read_csv(out["csv"])["verdict"]) == list(df["verdict"])
+
+
+def test_arms_must_cover_the_same_problems(tmp_path):
+    from rlrt.stages import claims as stage
+
+    a = [_write_eval(tmp_path / "a.json", {"test": [1, 2, 3]})]
+    b = [_write_eval(tmp_path / "b.json", {"test": [1, 2]})]
+    row = {"claim": 1, "text": "t", "source": "-", "where": "x", "metric": "avg@n", "direction": 1,
+           "a": {"run": "a"}, "b": {"run": "b"}, "files_a": a, "files_b": b}
+    with pytest.raises(ValueError, match="problems"):
+        stage.claims_frame([row], n_boot=100, seed=0)

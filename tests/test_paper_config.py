@@ -25,7 +25,7 @@ GPU_RULES = {
     "rlt_reward_rank_data": "rlt_generate",
 }
 LOCAL_RULES = {"all", "mlflow_init", "table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
-               "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure", "summaries"}
+               "rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure", "summaries", "claims"}
 
 
 def dry_run(tmp_path, *extra: str, overlay: str | None = None) -> list[dict]:
@@ -89,7 +89,10 @@ def test_paper_matrix_job_counts(jobs, paper):
     # eps_w sweeps of RLRT and RLSD on all 4 (2 new points each; the best value is the Table 1 run) = 16;
     # GRPO+EB, DIVER (8B-Base), RLRT-all = 3.
     assert counts["rl"] == 12 + 16 + 3 == 31 == sum(len(r) for r in planned_runs(paper).values())
-    assert counts["evaluate"] == 4 + 12  # every Table 1 cell: the untrained backbones + the 12 trained runs
+    # every Table 1 cell (the untrained backbones + the 12 trained runs) + what the claims table compares beyond
+    # them: RLRT at the smallest eps_w on the two base models (claim 4), RLRT-all (claim 3); one seed (paper.yaml)
+    assert counts["evaluate"] == 4 + 12 + 2 + 1
+    assert counts["claims"] == 1
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
     assert counts["prepare_dataset"] == 1 + 6  # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits)
     assert counts["backbone"] == 4  # the four Qwen3 models

@@ -102,3 +102,19 @@ def test_passk_curve_matches_the_estimator():
     assert c[-1] == pytest.approx(100 * np.mean([0, 1, 1]))
     assert c[1] == pytest.approx(100 * np.mean([0, pass_at_k(4, 2, 2), 1]))
     assert np.all(np.diff(c) >= 0)
+
+
+def test_seed_replicates_are_pooled_as_mean_and_std():
+    evals = [ev("S", "base", 5.0, 20.0), ev("S", "grpo", 10.0, 40.0), ev("S", "grpo+seed=1", 14.0, 40.0),
+             ev("S", "grpo+seed=2", 12.0, 46.0), ev("S", "rlrt", 15.0, 38.0)]
+    df = table1(evals, ["S"], ["grpo", "rlrt"], ["test"], 4)
+    grpo = df.xs("grpo", level="method").iloc[0]
+    assert grpo[("test", "Avg@4")] == pytest.approx(12.0) and grpo[("test", "Avg@4 std")] == pytest.approx(2.0)
+    assert grpo[("test", "Pass@4")] == pytest.approx(42.0)
+    assert grpo[("test", "Pass@4 std")] == pytest.approx((((40 - 42) ** 2 * 2 + 4 ** 2) / 2) ** 0.5)
+    # a single seed has no std; the delta compares the means (15 - 12)
+    assert df.xs("rlrt", level="method").iloc[0][("test", "Avg@4 std")] != df.xs("rlrt", level="method").iloc[0][
+        ("test", "Avg@4 std")]  # NaN
+    assert df.xs("delta", level="method").iloc[0][("test", "Avg@4")] == pytest.approx(3.0)
+    md = to_markdown(df, "T")
+    assert "12.0 ± 2.0" in md and "GRPO (3 seeds)" in md and "Avg@4 std" not in md

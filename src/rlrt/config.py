@@ -150,6 +150,10 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     for b in cfg["rl_backbones"]:
         if b not in cfg["backbones"]:
             raise ConfigError(f"config key 'rl_backbones': unknown backbone {b!r} (not in backbones)")
+    for b in (cfg.get("claims") or {}).get("backbones") or []:
+        if b not in cfg["rl_backbones"]:
+            raise ConfigError(f"config key 'claims.backbones': {b!r} is not an RL backbone (rl_backbones: "
+                              f"{cfg['rl_backbones']})")
     for name, b in cfg["backbones"].items():
         if b["mode"] == "sft":
             parent = b["parent"]
@@ -407,10 +411,51 @@ def run_id(method: str, key: str | None = None, value: Any = None) -> str:
     return method if key is None else f"{method}@{key}={format_value(value)}"
 
 
+SEED_MARK = "+seed="
+
+
+def seeded(run: str, k: int) -> str:
+    """``run`` trained with seed index ``k`` (the claims study's replicates): the plain run for k = 0, else
+    ``<run>+seed=<k>`` (``grpo+seed=2``, ``rlrt@eps_w=0.2+seed=1``, RLT student ``sft-rlt+seed=1``)."""
+    if k < 0:
+        raise ValueError(f"seed index must be >= 0, got {k}")
+    return run if k == 0 else f"{run}{SEED_MARK}{k}"
+
+
+def split_seed(run: str) -> tuple[str, int]:
+    """Inverse of :func:`seeded`: (the run without its seed, the seed index; 0 when there is none)."""
+    base, mark, k = run.partition(SEED_MARK)
+    if not mark:
+        return run, 0
+    if not k.isdigit():
+        raise ValueError(f"run id {run!r}: the seed index after {SEED_MARK!r} must be a number")
+    return base, int(k)
+
+
+def derive_seed(root: int, k: int) -> int:
+    """The random seed of seed index ``k``: ``root`` itself for k = 0 (the plain runs keep every number they had),
+    else 31 bits of SHA-256("<root>/<k>") -- a function of (root, k) only, so adding seed index k+1 to a study
+    changes no number of seeds 0..k, and no two indices share a stream in practice."""
+    if k == 0:
+        return int(root)
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(root)}/{int(k)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def run_seed(cfg: dict[str, Any], run: str) -> int:
+    """The random seed a job of ``run`` (RL run, evaluated run or RLT student) uses: :func:`derive_seed` of the
+    root ``seed`` and the run's seed index."""
+    return derive_seed(cfg["seed"], split_seed(run)[1])
+
+
 def parse_run_id(run: str) -> tuple[str, dict[str, Any]]:
-    """Inverse of :func:`run_id`: (method, {key: value}) with the value parsed back (JSON, else string)."""
+    """Inverse of :func:`run_id`: (method, {key: value}) with the value parsed back (JSON, else string). A seed
+    suffix (:func:`seeded`) is dropped: seeds change the random stream, never the settings."""
     import json
 
+    run = split_seed(run)[0]
     if "@" not in run:
         return run, {}
     method, setting = run.split("@", 1)
@@ -447,9 +492,10 @@ def table1_methods(cfg: dict[str, Any], backbone: str) -> list[str]:
     return [m for m in cfg["methods"]["run"] if m not in skip]
 
 
-def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
+def planned_runs(cfg: dict[str, Any], with_claims: bool = True) -> dict[str, list[str]]:
     """Every RL run of the config, per RL backbone (``rl_backbones``): methods.run (Table 1; less methods.skip
-    for the backbone's kind) + experiments.extra_runs + sweeps."""
+    for the backbone's kind) + experiments.extra_runs + sweeps, then (``with_claims``) the claims study's seeded
+    replicates ``<run>+seed=<k>`` (:func:`rlrt.claims.claim_runs`)."""
     exp = cfg.get("experiments") or {}
     runs: dict[str, list[str]] = {b: table1_methods(cfg, b) for b in cfg["rl_backbones"]}
     for method, bbs in (exp.get("extra_runs") or {}).items():
@@ -458,6 +504,11 @@ def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
     for sw in exp.get("sweeps") or []:
         for b in sw["backbones"]:
             runs[b].extend(sweep_runs(cfg, sw, b))
+    if with_claims and cfg.get("claims"):
+        from rlrt.claims import claim_runs  # the claims plan reads the plain plan: imported here, not at the top
+
+        for b, extra in claim_runs(cfg).items():
+            runs[b].extend(extra)
     return {b: list(dict.fromkeys(r)) for b, r in runs.items()}
 
 

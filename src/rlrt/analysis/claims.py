@@ -76,12 +76,20 @@ def verdict(lo: float, hi: float, direction: int = 1) -> str:
 
 def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
                       seed: int = 0) -> Comparison:
-    """Pearson r between ``x`` (R,) (e.g. the reward rank) and the mean over problems of ``y`` (R, P) (the student
-    accuracy per problem), with a percentile interval from resampling problems. ``n_seeds`` reports R.
-    Draws where the resampled accuracies are all equal (r undefined) are left out."""
+    """Pearson r between ``x`` (R,) (e.g. the reward rank) and the mean accuracy of ``y`` per rank, with a
+    percentile interval. ``y`` is (R, P) (ranks x problems: problems are resampled) or (S, R, P) (seeds x ranks x
+    problems: seeds and problems are resampled independently, as in :func:`paired_bootstrap`). ``n_seeds`` reports
+    S (1 for a 2-D ``y``), ``n_problems`` P. Draws where the resampled accuracies are all equal (r undefined) are
+    left out; an undefined point estimate gives NaN bounds."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if y.ndim != 2 or y.shape[0] != x.shape[0] or x.shape[0] < 3:
-        raise ValueError(f"need >= 3 ranks and a (ranks, problems) matrix, got {x.shape} and {y.shape}")
+    if y.ndim == 2:
+        y = y[None]
+    if y.ndim != 3 or y.shape[1] != x.shape[0] or x.shape[0] < 3 or y.shape[2] == 0:
+        raise ValueError(f"need >= 3 ranks and a (ranks, problems) or (seeds, ranks, problems) array, got "
+                         f"{x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("scores must be finite")
+    S, R, P = y.shape
 
     def r(v: np.ndarray) -> float:
         if np.std(v) == 0 or np.std(x) == 0:
@@ -89,10 +97,15 @@ def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha:
         return float(np.corrcoef(x, v)[0, 1])
 
     rng = np.random.default_rng(seed)
-    draws = np.array([r(y[:, rng.integers(0, y.shape[1], size=y.shape[1])].mean(1)) for _ in range(n_boot)])
+    per_seed = y  # (S, R, P)
+    draws = np.empty(n_boot)
+    for i in range(n_boot):
+        rows = rng.integers(0, S, size=S)
+        cols = rng.integers(0, P, size=P)
+        draws[i] = r(per_seed[rows][:, :, cols].mean(axis=(0, 2)))
     draws = draws[np.isfinite(draws)]
-    point = r(y.mean(1))
+    point = r(y.mean(axis=(0, 2)))
     if not draws.size or not np.isfinite(point):
-        return Comparison(point, float("nan"), float("nan"), x.shape[0], y.shape[1])
+        return Comparison(point, float("nan"), float("nan"), S, P)
     lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return Comparison(point, float(lo), float(hi), x.shape[0], y.shape[1])
+    return Comparison(point, float(lo), float(hi), S, P)

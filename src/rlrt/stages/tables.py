@@ -31,47 +31,77 @@ def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: 
            labels: dict[str, str] | None = None, skipped: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Long-form eval records -> the Table 1 frame (rows: backbone blocks; columns: split x metric).
     ``skipped[b]``: methods not trained on ``b`` (config methods.skip): their cells are empty (NaN), as the
-    paper's Table 1 has no SDPO / SRPO rows on the base models, and they do not enter the delta row."""
-    by_key = {(e["backbone"], e["method"]): e for e in evals}
+    paper's Table 1 has no SDPO / SRPO rows on the base models, and they do not enter the delta row.
+
+    Seeds: the evaluations of a method's claims replicates (``grpo+seed=1``, ...) are pooled with its plain run:
+    a cell is the mean over the seeds, and when any row has more than one seed every column gets a companion
+    ``<metric> std`` column (sample std over seeds; NaN for a single seed) and the row's label says how many seeds.
+    The Δ row compares the means."""
+    from rlrt.config import split_seed
+
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for e in evals:
+        by_key.setdefault((e["backbone"], split_seed(e["method"])[0]), []).append(e)
     cols = [(s, m) for s in splits for m in (f"Avg@{n}", f"Pass@{n}")]
-    rows, index = [], []
+    rows, stds, index = [], [], []
     for b in backbones:
         block = {}
         for m in ["base"] + methods:
             label = (labels or {}).get(b, b) if m == "base" else "  " + run_label(m)
             if m in ((skipped or {}).get(b) or []):
                 rows.append([float("nan")] * len(cols))
+                stds.append([float("nan")] * len(cols))
                 index.append((b, m, label))
                 continue
-            e = by_key.get((b, m))
-            if e is None:
+            es = by_key.get((b, m))
+            if not es:
                 raise ValueError(f"missing evaluation for backbone {b!r}, method {m!r}")
-            vals = []
-            for s in splits:
-                mt = e["splits"][s]["metrics"]
-                vals += [mt[f"avg@{n}"], mt[f"pass@{n}"]]
+            per_seed = []
+            for e in es:
+                vals = []
+                for s in splits:
+                    mt = e["splits"][s]["metrics"]
+                    vals += [mt[f"avg@{n}"], mt[f"pass@{n}"]]
+                per_seed.append(vals)
+            arr = pd.DataFrame(per_seed)
+            vals = arr.mean().tolist()
             block[m] = vals
             rows.append(vals)
-            index.append((b, m, label))
+            stds.append(arr.std(ddof=1).tolist() if len(es) > 1 else [float("nan")] * len(cols))
+            index.append((b, m, label + (f" ({len(es)} seeds)" if len(es) > 1 else "")))
         others = [block[m] for m in methods if m != "rlrt" and m in block]
         if "rlrt" in block and others:
             rows.append([block["rlrt"][i] - max(o[i] for o in others) for i in range(len(cols))])
+            stds.append([float("nan")] * len(cols))
             index.append((b, "delta", "  Δ vs best"))
     df = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(cols, names=["test set", "metric"]))
+    if any(len(v) > 1 for v in by_key.values()):
+        sd = pd.DataFrame(stds, columns=pd.MultiIndex.from_tuples([(s, f"{m} std") for s, m in cols],
+                                                                  names=["test set", "metric"]))
+        df = pd.concat([df, sd], axis=1)[[c for pair in zip(cols, sd.columns) for c in pair]]
     df.index = pd.MultiIndex.from_tuples(index, names=["backbone", "method", "row"])
     return df
 
 
 def to_markdown(df: pd.DataFrame, title: str) -> str:
-    """Paper layout: the backbone's own row names the block, method rows follow; numbers to one decimal."""
+    """Paper layout: the backbone's own row names the block, method rows follow; numbers to one decimal, and
+    ``mean ± std`` where the frame has a std column for that cell (seeds)."""
+    value_cols = [c for c in df.columns if not str(c[1]).endswith(" std")]
     lines = []
-    for (backbone, method, label), vals in zip(df.index, df.to_numpy()):
+    for (backbone, method, label), (_, row) in zip(df.index, df.iterrows()):
         fmt = "{:+.1f}" if method == "delta" else "{:.1f}"
-        cells = ["" if isinstance(v, float) and math.isnan(v) else fmt.format(v) for v in vals]
+        cells = []
+        for c in value_cols:
+            v = row[c]
+            cell = "" if isinstance(v, float) and math.isnan(v) else fmt.format(v)
+            sd = row.get((c[0], f"{c[1]} std"), float("nan"))
+            if cell and not math.isnan(sd):
+                cell += f" ± {sd:.1f}"
+            cells.append(cell)
         lines.append([label.strip() if method == "base" else "", "" if method == "base" else label.strip(), *cells])
-    headers = ["Backbone", "Method", *[f"{s} {m}" for s, m in df.columns]]
+    headers = ["Backbone", "Method", *[f"{s} {m}" for s, m in value_cols]]
     return f"{title}\n\n" + tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True,
-                                     colalign=["left", "left"] + ["right"] * len(df.columns)) + "\n"
+                                     colalign=["left", "left"] + ["right"] * len(value_cols)) + "\n"
 
 
 def write_table(df: pd.DataFrame, csv: str, md: str, title: str) -> None:
