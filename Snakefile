@@ -29,6 +29,15 @@ include: "rules/claims.smk"
 include: "rules/artifacts.smk"
 
 
+# Deferred MLflow logging (tracking.deferred): the jobs' runs are logged once, here, whatever the outcome.
+onsuccess:
+    flush_tracking()
+
+
+onerror:
+    flush_tracking()
+
+
 rule all:
     input:
         ALL_OUTPUTS,

@@ -43,7 +43,25 @@ if config["tracking"]["enabled"]:
     os.environ.setdefault("MLFLOW_TRACKING_URI", config["tracking"].get("uri") or f"sqlite:///{R}/mlflow/mlflow.db")
     os.environ.setdefault("RLRT_MLFLOW_ARTIFACT_ROOT", config["tracking"].get("artifact_root")
                           or f"{R}/mlflow/artifacts")
-    TRACK = {k: v for k, v in config["tracking"].items() if k not in ("uri", "artifact_root")}
+    TRACK = {k: v for k, v in config["tracking"].items() if k not in ("uri", "artifact_root", "deferred")}
+    # Deferred logging: each job writes its run as a record here (no MLflow import, 2-3 s per job); the driver
+    # logs them all when the DAG ends (Snakefile onsuccess / onerror -> flush_tracking). Off: jobs log themselves.
+    if config["tracking"].get("deferred", True):
+        os.environ.setdefault("RLRT_MLFLOW_SPOOL", os.path.abspath(f"{R}/mlflow/spool"))
+
+
+def flush_tracking():
+    """Log the jobs' deferred MLflow runs (rlrt.tracking.flush) in one process; a store failure is a warning in
+    the log, never a failed workflow (the records stay for the next run)."""
+    spool = os.environ.get("RLRT_MLFLOW_SPOOL")
+    if not TRACK or not spool or not os.path.isdir(spool) or not any(p.endswith(".json") for p in os.listdir(spool)):
+        return
+    os.makedirs(f"{R}/logs", exist_ok=True)
+    log = f"{R}/logs/mlflow_flush.log"
+    rc = os.system(f"{PYTHON} -m rlrt.tracking --flush {spool} >> {log} 2>&1")
+    with open(log) as f:
+        last = (f.read().strip().splitlines() or [""])[-1]
+    print(f"{last}  (log: {log})" if rc == 0 else f"mlflow: flushing {spool} failed (exit {rc}); see {log}")
 # The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
 ENV = "../envs/rlrt.yaml" if BACKEND == "local" else "../envs/gpu.yaml"
 # envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,

@@ -13,6 +13,12 @@ rule parameter: pointing the jobs at another store reruns nothing. Two jobs may 
 locked database is retried. Tracking never fails a job: a store that still fails (deleted, locked past the retries,
 replaced by a non-database file) gives a warning naming the store and what was not logged, and the job's outputs
 stay. Open the UI with ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
+
+Deferred logging (``tracking.deferred``, the embedded default): a job does not import MLflow (2-3 s of start-up
+per job) but writes its run as one JSON record into the spool folder the workflow exports (``RLRT_MLFLOW_SPOOL``,
+``<results>/mlflow/spool``); the Snakemake driver logs every record once the DAG ends (``onsuccess`` and
+``onerror``: :func:`flush`), with the job's own tags and its start and end times, and removes each record it
+logged. A record whose logging fails stays for the next flush (``python -m rlrt.tracking --flush <folder>``).
 """
 
 from __future__ import annotations
@@ -151,16 +157,92 @@ def _parent_run(client, exp_id: str, key: str, tags: dict[str, str]) -> str:
     return winner
 
 
+SPOOL_ENV = "RLRT_MLFLOW_SPOOL"
+_JOB_START_MS = int(time.time() * 1000)  # this process's start: a deferred run's start time
+
+
 def log_run(
     tracking: dict[str, Any] | None, run_name: str, tags: dict[str, str], params: dict[str, Any],
     history: Sequence[dict[str, float]] = (), final: dict[str, float] | None = None, step_key: str = "step",
     artifacts: Sequence[str | os.PathLike] = (), parent: str | None = None,
 ) -> str | None:
-    """Log one finished job as an MLflow run; returns its run id (None when tracking is disabled or failed).
+    """Log one finished job as an MLflow run: now, or (``RLRT_MLFLOW_SPOOL`` set: deferred logging) as a record
+    in that folder for the driver's :func:`flush`; returns the run id when logged now (None when deferred,
+    disabled or failed). Arguments: see :func:`log_now`."""
+    if not tracking or not tracking.get("enabled", True):
+        return None
+    spool = os.environ.get(SPOOL_ENV)
+    if spool:
+        spool_run(spool, tracking, run_name, tags, params, history, final, step_key, artifacts, parent)
+        return None
+    return log_now(tracking, run_name, tags, params, history, final, step_key, artifacts, parent)
+
+
+def spool_run(spool: str | os.PathLike, tracking: dict[str, Any], run_name: str, tags: dict[str, str],
+              params: dict[str, Any], history: Sequence[dict[str, float]] = (), final: dict[str, float] | None = None,
+              step_key: str = "step", artifacts: Sequence[str | os.PathLike] = (), parent: str | None = None) -> Path:
+    """Write one run as a JSON record into ``spool`` (atomically: a flush never reads half a record) and return
+    its path. The record holds everything :func:`log_now` needs, the job's own tags (rule, wildcards, commit) and
+    the store it was meant for; no MLflow import. A record that cannot be written is a warning, never a failure."""
+    import json
+
+    record = {"tracking": {**tracking, "uri": tracking_uri(tracking)},
+              "artifact_root": tracking.get("artifact_root") or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"),
+              "run_name": run_name, "tags": {**job_tags(), **{k: str(v) for k, v in tags.items()}},
+              "params": params, "history": list(history), "final": final or {}, "step_key": step_key,
+              "artifacts": [str(Path(a).resolve()) for a in artifacts], "parent": parent,
+              "start_ms": _JOB_START_MS, "end_ms": int(time.time() * 1000)}
+    folder = Path(spool)
+    safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", run_name)[:120]
+    path = folder / f"{time.time_ns()}-{os.getpid()}-{safe}.json"
+    try:
+        from rlrt.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, default=str))
+    except OSError as e:
+        log.warning("mlflow: cannot write the deferred record of run %r to %s (%s); not logged. The job's "
+                    "outputs on disk are complete.", run_name, folder, e)
+    return path
+
+
+def flush(spool: str | os.PathLike) -> tuple[int, int]:
+    """Log every record of ``spool`` (oldest first) with :func:`log_now` and remove each one logged; a record
+    whose store fails stays (with :func:`log_now`'s warning) for the next flush. Returns (logged, left)."""
+    import json
+
+    logged = left = 0
+    for path in sorted(Path(spool).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("mlflow: unreadable record %s (%s); left in place", path, e)
+            left += 1
+            continue
+        if rec.get("artifact_root") and not os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"):
+            rec["tracking"].setdefault("artifact_root", rec["artifact_root"])
+        rid = log_now(rec["tracking"], rec["run_name"], rec["tags"], rec["params"], rec["history"], rec["final"],
+                      rec["step_key"], rec["artifacts"], rec["parent"], times=(rec["start_ms"], rec["end_ms"]))
+        if rid is None:
+            left += 1
+            continue
+        path.unlink(missing_ok=True)
+        logged += 1
+    return logged, left
+
+
+def log_now(
+    tracking: dict[str, Any] | None, run_name: str, tags: dict[str, str], params: dict[str, Any],
+    history: Sequence[dict[str, float]] = (), final: dict[str, float] | None = None, step_key: str = "step",
+    artifacts: Sequence[str | os.PathLike] = (), parent: str | None = None,
+    times: tuple[int, int] | None = None,
+) -> str | None:
+    """Log one finished job as an MLflow run now; returns its run id (None when tracking is disabled or failed).
 
     ``tags`` are the stage's own (stage, method, backbone, seed, ...); the job's rule, wildcards and git commit are
     added here. ``artifacts``: files or folders copied into the run (missing ones are skipped with a warning).
-    ``parent``: the name of the run's parent (a sweep), shared by every job that names it.
+    ``parent``: the name of the run's parent (a sweep), shared by every job that names it. ``times``: the run's
+    (start, end) in ms since the epoch (a deferred record's job times; default: now).
 
     Tracking never fails the job: the stages call this after writing their outputs, and a store that is missing,
     locked past the retries, not a database or otherwise failing gives one warning naming the store, the run and
@@ -171,7 +253,7 @@ def log_run(
     from mlflow.entities import Metric, Param
 
     uri, experiment = tracking_uri(tracking), tracking.get("experiment", "rlrt")
-    now = int(time.time() * 1000)
+    now = times[1] if times else int(time.time() * 1000)
     metrics = [
         Metric(metric_name(k), float(v), now, int(rec.get(step_key, i)))
         for i, rec in enumerate(history) for k, v in rec.items() if k != step_key and isinstance(v, (int, float))
@@ -194,7 +276,8 @@ def log_run(
             shared = {k: all_tags[k] for k in ("method", "backbone", "seed", "git_commit") if k in all_tags}
             all_tags["mlflow.parentRunId"] = _parent_run(client, exp_id, parent, shared)
             all_tags["rlrt.sweep"] = parent
-        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags))
+        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=all_tags,
+                                               start_time=times[0] if times else None))
         rid = run.info.run_id
         del todo["run"]
         for i in range(0, max(len(metrics), 1), 1000):
@@ -213,7 +296,7 @@ def log_run(
             else:
                 log.warning("mlflow: artifact %s does not exist; not logged", p)
         del todo["artifacts"]
-        _retry(lambda: client.set_terminated(rid))
+        _retry(lambda: client.set_terminated(rid, end_time=times[1] if times else None))
     except Exception as e:  # noqa: BLE001 - whatever the store raises, the job's results are already on disk
         log.warning("mlflow: store %s failed (%s); not logged: %s%s. The job's outputs on disk are complete.",
                     uri, _root_cause(e), "; ".join(todo.values()) or "the run's end status",
@@ -231,13 +314,23 @@ def _root_cause(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m rlrt.tracking --cfg '<tracking json>'``: create the store and experiment (rule mlflow_init)."""
+    """``python -m rlrt.tracking --cfg '<tracking json>'``: create the store and experiment (rule mlflow_init);
+    ``python -m rlrt.tracking --flush <spool folder>``: log the deferred runs (the workflow's end)."""
     import argparse
     import json
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--cfg", required=True)
-    cfg = json.loads(p.parse_args(argv).cfg)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--cfg")
+    g.add_argument("--flush")
+    args = p.parse_args(argv)
+    if args.flush:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logged, left = flush(args.flush)
+        print(f"mlflow: logged {logged} deferred run(s) from {args.flush}" + (f", {left} left (see warnings)"
+                                                                            if left else ""))
+        return
+    cfg = json.loads(args.cfg)
     uri = tracking_uri(cfg)
     exp = ensure_experiment(uri, cfg.get("experiment", "rlrt"), cfg.get("artifact_root")
                             or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
