@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_JOB_IMPORTS = ("from rlrt.backends.local.model import lean_transformers; lean_transformers(); "
                      "import torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
-                     "from transformers.models.qwen3 import modeling_qwen3; import mlflow; "
+                     "from transformers.models.qwen3 import modeling_qwen3; "
                      "import rlrt.backends.local.rl, rlrt.tasks.grading, rlrt.tracking")
 TABLE_JOB_IMPORTS = "import pandas, matplotlib.pyplot; import rlrt.stages.tables, rlrt.stages.figures"
 
