@@ -183,13 +183,12 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
         for b in sw["backbones"]:
             if b not in backbones:
                 raise ConfigError(f"config key 'experiments.sweeps[{i}].backbones': unknown backbone {b!r}")
-        from rlrt.methods.registry import get_method
-        from rlrt.methods.settings import field_names
+        from rlrt.methods.settings import field_names, settings_class
 
-        if sw["key"] not in field_names(get_method(sw["method"]).settings):
+        if sw["key"] not in field_names(settings_class(sw["method"])):
             raise ConfigError(f"config key 'experiments.sweeps[{i}].key': {sw['key']!r} is not a setting of "
                               f"method {sw['method']!r} (its settings: "
-                              f"{field_names(get_method(sw['method']).settings)})")
+                              f"{field_names(settings_class(sw['method']))})")
     _method_checks(cfg)
     _sweep_value_checks(cfg, schema)
     runs = planned_runs(cfg)
@@ -216,20 +215,19 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
 def _method_checks(cfg: dict[str, Any]) -> None:
     """Every key of ``methods.<m>`` and ``method_overrides.<kind>.<m>`` is a field of that method's settings class
     (``rlrt.methods.settings``): a key another method has, or a typo, stops here with its full name."""
-    from rlrt.methods.registry import get_method
-    from rlrt.methods.settings import field_names
+    from rlrt.methods.settings import field_names, make_settings, settings_class
 
     blocks = [(f"methods.{m}", m, v) for m, v in cfg["methods"].items() if m not in ("run", "skip")]
     for kind, per in (cfg.get("method_overrides") or {}).items():
         blocks += [(f"method_overrides.{kind}.{m}", m, v) for m, v in (per or {}).items()]
     for where, method, values in blocks:
-        allowed = field_names(get_method(method).settings)
+        allowed = field_names(settings_class(method))
         for key in values or {}:
             if key not in allowed:
                 raise ConfigError(f"config key '{where}.{key}': not a setting of method {method!r}; its settings: "
                                   f"{allowed}")
         try:
-            get_method(method).make_settings(values, where)
+            make_settings(method, values, where)
         except (KeyError, ValueError) as e:
             raise _settings_error(e) from None
 
@@ -257,7 +255,7 @@ def _sweep_value_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     settings on each swept backbone with that value (a method's own choices, e.g. GRPO+EB's ``variant``)."""
     import jsonschema
 
-    from rlrt.methods.registry import get_method
+    from rlrt.methods.settings import make_settings
 
     props = schema["$defs"]["method_settings"]["properties"]
     for i, sw in enumerate((cfg.get("experiments") or {}).get("sweeps") or []):
@@ -276,8 +274,7 @@ def _sweep_value_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                 raise ConfigError(f"config key {where!r}: {problem}")
             for b in sw["backbones"]:
                 try:
-                    get_method(method).make_settings({**method_config(cfg, b, method), key: value},
-                                                     f"methods.{method}")
+                    make_settings(method, {**method_config(cfg, b, method), key: value}, f"methods.{method}")
                 except (KeyError, ValueError) as e:
                     raise ConfigError(f"config key {where!r}: {e.args[0]}") from None
 
@@ -636,14 +633,13 @@ def method_config(cfg: dict[str, Any], backbone: str, method: str) -> dict[str, 
     """Every setting of ``method`` on ``backbone`` as a dict: its settings class's defaults (Table 5) <-
     ``methods.<method>`` <- ``method_overrides.<kind>.<method>``. Rules pass it to the stage, which rebuilds the
     typed object with ``get_method(method).make_settings``."""
-    from rlrt.methods.registry import get_method
-    from rlrt.methods.settings import as_dict
+    from rlrt.methods.settings import as_dict, make_settings
 
     kind = cfg["backbones"][backbone]["kind"]
     values = dict(cfg["methods"].get(method) or {})
     values.update(((cfg.get("method_overrides") or {}).get(kind) or {}).get(method) or {})
     try:
-        return as_dict(get_method(method).make_settings(values))
+        return as_dict(make_settings(method, values))
     except (KeyError, ValueError) as e:
         raise _settings_error(e) from None
 

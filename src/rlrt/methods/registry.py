@@ -23,9 +23,8 @@ from torch import Tensor
 from rlrt.methods.advantages import entropy_advantage
 from rlrt.methods.diversity import diversity_bonus
 from rlrt.methods.objectives import Objective, get_objective
-from rlrt.methods.settings import (DIVERSettings, GRPOEBSettings, GRPOSettings, MethodSettings, RLRTSettings,
-                                   RLSDSettings, SDPOSettings, SRPOSettings, TokenWeightSettings, as_dict,
-                                   build_settings)
+from rlrt.methods.settings import METHOD_SETTINGS as METHOD_NAMES
+from rlrt.methods.settings import MethodSettings, TokenWeightSettings, as_dict, make_settings, settings_class
 from rlrt.methods.weights import rlrt_weight, rlsd_weight
 
 WeightFn = Callable[[Tensor, Tensor], Tensor]
@@ -109,7 +108,7 @@ class MethodSpec:
 
     def make_settings(self, values: dict | None = None, where: str | None = None) -> MethodSettings:
         """Settings from the defaults with ``values`` overriding; an unknown key raises KeyError naming it."""
-        return build_settings(self.settings, dict(values or {}), where or f"methods.{self.name}")
+        return make_settings(self.name, values, where)
 
     @property
     def defaults(self) -> dict:
@@ -135,17 +134,24 @@ def get_method(name: str) -> MethodSpec:
 
 
 # Rows of the paper's Table 4, in its order (defaults = its Table 5).
-register(MethodSpec("grpo", "GRPO", GRPOSettings, paper_table4=True))
-register(MethodSpec("sdpo", "SDPO", SDPOSettings, teacher="frozen", objective="sdpo", paper_table4=True))
-register(MethodSpec("srpo", "SRPO", SRPOSettings, teacher="frozen", objective="srpo", paper_table4=True))
-register(MethodSpec("rlsd", "RLSD", RLSDSettings, teacher="self", weight_fn=rlsd_weight, gate=gate_all,
+register(MethodSpec("grpo", "GRPO", settings_class("grpo"), paper_table4=True))
+register(MethodSpec("sdpo", "SDPO", settings_class("sdpo"), teacher="frozen", objective="sdpo",
                     paper_table4=True))
-register(MethodSpec("rlrt", "RLRT", RLRTSettings, teacher="self", weight_fn=rlrt_weight, gate=gate_correct,
+register(MethodSpec("srpo", "SRPO", settings_class("srpo"), teacher="frozen", objective="srpo",
                     paper_table4=True))
+register(MethodSpec("rlsd", "RLSD", settings_class("rlsd"), teacher="self", weight_fn=rlsd_weight, gate=gate_all,
+                    paper_table4=True))
+register(MethodSpec("rlrt", "RLRT", settings_class("rlrt"), teacher="self", weight_fn=rlrt_weight,
+                    gate=gate_correct, paper_table4=True))
 # Exploration baselines (Sec. 6.4) and the gate ablation (Sec. 6.5).
-register(MethodSpec("grpo_eb", "GRPO+EB", GRPOEBSettings, advantage_bonus=entropy_advantage))
-register(MethodSpec("diver", "DIVER", DIVERSettings, reward_bonus=diversity_bonus))
-register(MethodSpec("rlrt_all", "RLRT-all", RLRTSettings, teacher="self", weight_fn=rlrt_weight, gate=gate_all))
+register(MethodSpec("grpo_eb", "GRPO+EB", settings_class("grpo_eb"), advantage_bonus=entropy_advantage))
+register(MethodSpec("diver", "DIVER", settings_class("diver"), reward_bonus=diversity_bonus))
+register(MethodSpec("rlrt_all", "RLRT-all", settings_class("rlrt_all"), teacher="self", weight_fn=rlrt_weight,
+                    gate=gate_all))
+
+
+if set(METHODS) != set(METHOD_NAMES):  # rlrt.methods.settings.METHOD_SETTINGS names the same methods
+    raise RuntimeError(f"methods registered {sorted(METHODS)} != those with settings {sorted(METHOD_NAMES)}")
 
 
 def objective_name(spec: MethodSpec, settings: MethodSettings) -> str:

@@ -124,6 +124,27 @@ class DIVERSettings(MethodSettings):
     """The BLEU bonus is paid only during the first this-many steps; null = every step."""
 
 
+# Which settings class each method reads: the registry (rlrt.methods.registry) wires each method to the class named
+# here, and the config checks read this map without importing the registry's torch functions.
+METHOD_SETTINGS: dict[str, type[MethodSettings]] = {
+    "grpo": GRPOSettings, "sdpo": SDPOSettings, "srpo": SRPOSettings, "rlsd": RLSDSettings, "rlrt": RLRTSettings,
+    "grpo_eb": GRPOEBSettings, "diver": DIVERSettings, "rlrt_all": RLRTSettings,
+}
+
+
+def settings_class(method: str) -> type[MethodSettings]:
+    """The settings class of ``method``; KeyError naming the known methods otherwise."""
+    try:
+        return METHOD_SETTINGS[method]
+    except KeyError:
+        raise KeyError(f"unknown method {method!r}; registered: {sorted(METHOD_SETTINGS)}") from None
+
+
+def make_settings(method: str, values: dict | None = None, where: str | None = None) -> MethodSettings:
+    """``method``'s settings from the defaults with ``values`` overriding; an unknown key raises KeyError naming it."""
+    return build_settings(settings_class(method), dict(values or {}), where or f"methods.{method}")
+
+
 def field_names(cls: type[MethodSettings]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 

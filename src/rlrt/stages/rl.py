@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         shutil.rmtree(partial, ignore_errors=True)
     write_json(args.metrics, {"summary": summary, "method_cfg": method_cfg, "history": history, "run": run,
-                              "save_steps": save_steps})
+                              "seed": seed, "save_steps": save_steps})
     track(cfg, args.metrics)
 
 
