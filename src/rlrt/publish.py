@@ -101,7 +101,8 @@ def artifacts(outputs: Iterable[Output], cfg: dict) -> dict[str, dict]:
             out[_name(o.path, results)] = {"path": o.path, "type": "model",
                                            "desc": "RLT teacher after RL on r_SS - lambda * r_KL",
                                            "labels": ["rlt", "teacher"]}
-        elif o.rule == "rlt_student_sft" and parts[-1] == "model" and "-rank" not in parts[-2]:
+        elif o.rule == "rlt_student_sft" and parts[-1] == "model" and "-rank" not in parts[-2] \
+                and "+seed=" not in parts[-2]:  # the claims' seed replicates are no named artifacts
             out[_name(o.path, results)] = {"path": o.path, "type": "model",
                                            "desc": f"student {parts[2]} distilled ({parts[3]}; RLT Table 1)",
                                            "labels": ["rlt", "student", parts[2]]}
@@ -114,7 +115,7 @@ def dvc_yaml(cfg: dict, outputs: Sequence[Output], configfiles: Sequence[str]) -
 
     results = cfg["results"]
     plots = []
-    for backbone, runs in planned_runs(cfg).items():
+    for backbone, runs in planned_runs(cfg, with_claims=False).items():  # the claims' seed replicates: in the CSVs
         plots.append({f"RL reward {backbone}": {
             "x": "step", "y": {f"{results}/plots/training/training_{backbone}.csv": list(runs)},
             "title": f"RL training reward (mean over rollouts), {backbone}", "x_label": "step",
