@@ -58,15 +58,24 @@ def test_rlrt_eps_w_reruns_rlrt_only(dag_run, tmp_path):
     jobs = plan(dag_run, "methods:\n  rlrt: {eps_w: 0.7}\n", tmp_path)
     # base models take methods.rlrt.eps_w (instruct / thinking keep their method_overrides); the ci sweep of
     # eps_w over [0.5, 1.0] on S-base gains the point 1.0, which was the plain run before
-    assert keys(jobs, "rl") == {("S-base", "rlrt"), ("M-base", "rlrt"), ("S-base", "rlrt@eps_w=1.0")}
-    assert keys(jobs, "evaluate") == {("S-base", "rlrt"), ("M-base", "rlrt")}
-    assert keys(jobs, "evaluate_passk") == {("M-base", "rlrt")}  # Fig 8's RLRT curve
+    from rlrt.config import split_seed
+
+    changed = {("S-base", "rlrt"), ("M-base", "rlrt"), ("S-base", "rlrt@eps_w=1.0")}
+    unseeded = lambda ks: {(b, split_seed(r)[0]) for b, r in ks}  # noqa: E731 - a claims replicate -> its run
+    assert unseeded(keys(jobs, "rl")) == changed
+    # the claims study's replicates of those runs (ci: seed index 1) rerun with them
+    assert {("S-base", "rlrt+seed=1"), ("M-base", "rlrt+seed=1")} <= keys(jobs, "rl")
+    # Table 1's cells, and what the claims compare: the new eps_w = 1.0 point is claim 4's larger eps_w
+    assert unseeded(keys(jobs, "evaluate")) == changed
+    assert {("S-base", "rlrt+seed=1"), ("S-base", "rlrt@eps_w=1.0+seed=1")} <= keys(jobs, "evaluate")
+    assert keys(jobs, "evaluate_passk") == {("M-base", "rlrt"), ("M-base", "rlrt+seed=1")}  # Fig 8 / claim 6
     rules = Counter(j["rule"] for j in jobs)
     untouched = {"prepare_data", "tokenizer", "backbone", "mlflow_init", "table4"}
     assert not untouched & set(rules) and not [r for r in rules if r.startswith("rlt_")]
     # what reads RLRT's runs: tables and figures, the analyses that study them, the DVC summaries
     assert set(rules) <= {"rl", "evaluate", "evaluate_passk", "table1", "table3", "sweeps_table", "fig5", "fig8",
-                          "fig9", "analysis_heatmaps", "analysis_reflection", "analysis_shift", "summaries", "all"}
+                          "fig9", "analysis_heatmaps", "analysis_reflection", "analysis_shift", "summaries", "claims",
+                          "all"}
 
 
 def test_eval_temperature_reruns_evaluation_and_readers_only(dag_run, tmp_path):
