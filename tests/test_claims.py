@@ -229,7 +229,8 @@ def test_the_stage_gives_each_verdict_and_writes_table_and_figure(tmp_path):
 
     solved = lambda files: np.mean([[c > 0 for s in json.load(open(f))["splits"].values()  # noqa: E731
                                      for c in s["correct_counts"]] for f in files])
-    assert abs(df[df.claim == 4].iloc[0]["value"] - 100 * (solved(bad) - solved(good))) < 1e-9
+    row4 = df[df.claim == 4].iloc[0]
+    assert row4["metric"] == "pass@16" and abs(row4["value"] - 100 * (solved(bad) - solved(good))) < 1e-9
     out = {k: tmp_path / f"claims.{k}" for k in ("csv", "md", "png")}
     stage.main(["--cfg", __import__("json").dumps({"rows": rows, "seeds": S, "n_boot": 300}),
                 "--out-csv", str(out["csv"]), "--out-md", str(out["md"]), "--out-png", str(out["png"])])

@@ -29,6 +29,12 @@ log = logging.getLogger("rlrt.claims")
 NOT_TESTED = "not tested"
 
 
+def largest_k(result: dict) -> int:
+    """The largest k an evaluation JSON reports pass@k for (Fig 8's n: pass@256)."""
+    return max(int(key.split("@")[1]) for d in result["splits"].values() for key in d["metrics"]
+               if key.startswith("pass@"))
+
+
 def problem_scores(result: dict, metric: str) -> tuple[np.ndarray, list[str]]:
     """Per-problem scores of one evaluation JSON, the splits' problems one after another, and the split order.
 
@@ -40,7 +46,7 @@ def problem_scores(result: dict, metric: str) -> tuple[np.ndarray, list[str]]:
         if metric == "avg@n":
             out.append(c / n)
         elif metric == "pass@k":
-            k = max(int(key.split("@")[1]) for key in d["metrics"] if key.startswith("pass@"))
+            k = largest_k(result)
             out.append(np.array([pass_at_k(n, int(ci), k) for ci in c]))
         else:
             raise ValueError(f"unknown metric {metric!r}")
@@ -84,6 +90,8 @@ def compare_row(row: dict, n_boot: int, seed: int) -> dict:
         raise ValueError(f"claim {row['claim']} ({row['where']}): the arms cover {a.shape[1]} and {b.shape[1]} "
                          "problems")
     c = paired_bootstrap(a, b, n_boot=n_boot, seed=seed)
+    if row["metric"] == "pass@k":
+        out["metric"] = f"pass@{largest_k(read_json(row['files_a'][0]))}"
     pa, pb = 100 * a.mean(1), 100 * b.mean(1)  # per-seed means, points
     sd = lambda v: float(v.std(ddof=1)) if len(v) > 1 else float("nan")  # noqa: E731
     return {**out, "a": row["a"]["run"], "b": row["b"]["run"], "direction": row["direction"],
@@ -147,7 +155,7 @@ def claims_figure(df: pd.DataFrame, out: str) -> None:
 
     colour = {REPRODUCED: "tab:green", NOT_REPRODUCED: "tab:red", INCONCLUSIVE: "tab:gray"}
     tested = df[df["verdict"] != NOT_TESTED]
-    diffs = tested[tested["metric"] != "pearson_r"]
+    diffs = tested[tested["metric"] != "pearson_r"]  # avg@n, pass@<k>
     corr = tested[tested["metric"] == "pearson_r"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(diffs), 4) + 1.6),
                              gridspec_kw={"width_ratios": [3, 1]})
