@@ -38,10 +38,10 @@ if CLAIMS:
                          | {f for row in CLAIMS_PLAN for fs in row.get("files_arms", []) for f in fs}),
         output:
             csv=report(f"{R}/tables/claims.csv", caption="../workflow/report/claims.rst", category="Claims",
-                       labels={"result": "claims table: verdict per claim over seeds"}),
+                       subcategory="Tables", labels={"result": "claims table: verdict per claim over seeds"}),
             md=f"{R}/tables/claims.md",
             png=report(f"{R}/figures/claims.png", caption="../workflow/report/claims.rst", category="Claims",
-                       labels={"result": "claims figure: intervals against 0"}),
+                       subcategory="Figures", labels={"result": "claims figure: intervals against 0"}),
         params:
             code=stage_code("rlrt.stages.claims"),
             cfg=as_json({"rows": CLAIMS_PLAN, "seeds": CLAIMS["seeds"], "n_boot": CLAIMS.get("n_boot", 10000),

@@ -40,7 +40,7 @@ from PIL import Image
 
 from conftest import snakemake
 
-CATEGORIES = {"RLRT", "Baselines", "Analyses", "RLT", "Training"}
+CATEGORIES = {"RLRT", "Baselines", "Analyses", "RLT", "Training", "Claims"}
 # Result path pattern -> (category, subcategory, the paper item its caption must name).
 EXPECTED = {
     "results/tables/table1.csv": ("RLRT", "Tables", "RLRT Table 1"),
@@ -55,6 +55,8 @@ EXPECTED = {
     "results/figures/fig3_markers.png": ("Analyses", "Table 2 / Fig 3: explore-exploit markers", "RLRT Fig 3"),
     "results/figures/fig6_reflection.png": ("Analyses", "Fig 6: reflection injection", "RLRT Fig 6"),
     "results/figures/fig7_shift.png": ("Analyses", "Fig 7: distribution shift", "RLRT Fig 7"),
+    "results/tables/claims.csv": ("Claims", "Tables", "RLRT and RLT papers"),
+    "results/figures/claims.png": ("Claims", "Figures", "RLRT and RLT papers"),
     "results/tables/rlt_table1.csv": ("RLT", "Tables", "RLT paper Table 1"),
     "results/tables/rlt_table2.csv": ("RLT", "Tables", "RLT paper Table 2"),
     "results/figures/rlt_countdown.png": ("RLT", "Figures", "RLT paper Fig. 5, left"),

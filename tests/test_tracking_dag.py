@@ -52,11 +52,17 @@ def test_one_run_per_job_with_its_tags(jobs, runs):
     for col in ("tags.stage", "tags.method", "tags.backbone", "tags.seed", "tags.git_commit",
                 "tags.mlflow.source.git.commit", "tags.wildcards"):
         assert children[col].notna().all(), col
-    assert (children["tags.seed"] == "0").all()
+    # the root seed (0), or a claims replicate's seed derived from it and its index (`<run>+seed=<k>`)
+    from rlrt.config import derive_seed
+
+    k = children["tags.wildcards"].str.extract(r"\+seed=(\d+)")[0].fillna("0").astype(int)
+    assert list(children["tags.seed"]) == [str(derive_seed(0, i)) for i in k]
+    assert (k > 0).any() and (k == 0).any()
     # the wildcards of each job are tags of their own: one RL run per (backbone, run) of the plan
     rl = children[children["tags.rule"] == "rl"]
     assert not rl.duplicated(["tags.wc.backbone", "tags.wc.run"]).any()
-    assert (rl["tags.wc.run"].str.split("@").str[0] == rl["tags.method"]).all()
+    method_of = rl["tags.wc.run"].str.replace(r"\+seed=\d+$", "", regex=True).str.split("@").str[0]
+    assert (method_of == rl["tags.method"]).all()
     assert (rl["tags.wc.backbone"] == rl["tags.backbone"]).all()
 
 
@@ -89,7 +95,8 @@ def test_each_sweep_shares_one_parent_run(runs):
 
     points = runs[(runs["tags.rule"] == "rl") & runs["tags.wc.run"].str.contains("@", na=False)]
     plan = planned_runs(load_overlay(ROOT / "config" / "ci.yaml"))
-    assert len(points) == sum("@" in r for rs in plan.values() for r in rs) == 6  # the ci sweeps' new points
+    # the ci sweeps' 6 new points, and the claims' replicate of one of them (claim 4's smaller eps_w, seed 1)
+    assert len(points) == sum("@" in r for rs in plan.values() for r in rs) == 6 + 1
     parents = runs[runs["tags.stage"] == "sweep"].set_index("run_id")
     for (backbone, method, key), group in points.groupby(
             [points["tags.wc.backbone"], points["tags.method"], points["tags.wc.run"].str.split("=").str[0]]):
