@@ -244,21 +244,22 @@ def test_the_bounds_themselves_are_accepted(cfg):
 
 def test_save_steps_beyond_rl_steps_are_refused(cfg):
     bad = copy.deepcopy(cfg)
-    bad["rl"]["save_steps"] = [4, 8, 13, 20]
-    starts(refused(bad), "rl.save_steps", f"[13, 20] beyond rl.steps = {cfg['rl']['steps']}")
+    n = cfg["rl"]["steps"]
+    bad["rl"]["save_steps"] = [4, 8, n + 3, n + 10]
+    starts(refused(bad), "rl.save_steps", f"[{n + 3}, {n + 10}] beyond rl.steps = {n}")
     ok = copy.deepcopy(cfg)
     ok["rl"]["save_steps"] = [4, ok["rl"]["steps"]]  # the last step is the final model: harmless
     validate(ok)
 
 
 def test_overlay_that_shortens_rl_keeps_no_unreachable_save_step(tmp_path):
-    """config.yaml saves at steps 4 and 8: an overlay that only shortens rl.steps to 6 plans a checkpoint that no
+    """config.yaml saves at steps 10 and 20: an overlay that only shortens rl.steps to 6 plans checkpoints that no
     run reaches."""
     overlay = tmp_path / "short.yaml"
     overlay.write_text("rl: {steps: 6}\n")
     with pytest.raises(ConfigError) as e:
         load_overlay(overlay)
-    starts(str(e.value), "rl.save_steps", "[8] beyond rl.steps = 6")
+    starts(str(e.value), "rl.save_steps", "[10, 20] beyond rl.steps = 6")
 
 
 @pytest.mark.parametrize("uri, what", [
@@ -341,7 +342,7 @@ E2E = [
     ("experiments:\n  sweeps:\n    - {method: rlrt, key: eps_w, values: [0.5, -1], backbones: [S-base]}\n",
      "experiments.sweeps[0].values[1]"),
     ("rl: {steps: 1000000000000}\n", "rl.steps"),
-    ("rl: {save_steps: [4, 8, 40]}\n", "rl.save_steps"),
+    ("rl: {save_steps: [4, 8, 50]}\n", "rl.save_steps"),
     ("tracking: {uri: 'sqlite:////nonexistent-rlrt-dir/mlflow.db'}\n", "tracking.uri"),
 ]
 
