@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rlrt.config import seeded, sweep_runs
+from rlrt.config import planned_runs, seeded, sweep_runs
 
 __all__ = ["Arm", "ClaimRow", "claim_rows", "claim_runs", "claim_rlt_models", "claim_files"]
 
@@ -69,10 +69,10 @@ def claim_rows(cfg: dict[str, Any]) -> list[ClaimRow]:
     def pair(claim, text, source, b, ra, rb, direction=1, kind="eval", metric="avg@n"):
         rows.append(ClaimRow(claim, text, source, b, Arm(kind, b, ra), Arm(kind, b, rb), direction, metric))
 
-    def planned(b: str, run: str) -> bool:
-        from rlrt.config import planned_runs
+    plain = planned_runs(cfg, with_claims=False)  # once: the plain plan every row is checked against
 
-        return run in planned_runs(cfg, with_claims=False).get(b, [])
+    def planned(b: str, run: str) -> bool:
+        return run in plain.get(b, [])
 
     def missing(claim, text, source, why):
         rows.append(ClaimRow(claim, text, source, "-", missing=why))
