@@ -49,6 +49,20 @@ def test_the_point_estimate_and_degenerate_interval_by_hand():
     assert (one.diff, one.lo, one.hi) == pytest.approx((0.5, 0.5, 0.5))  # nothing to resample
 
 
+def test_the_standard_error_is_the_spread_of_the_bootstrap_by_hand():
+    # one seed, P problems with a difference of +-0.5 in equal numbers: the mean's standard error over problems is
+    # sd / sqrt(P) = 0.5 / sqrt(P) (the bootstrap's plug-in standard deviation, ddof 0, is 0.5 exactly)
+    P = 400
+    d = np.tile([0.5, -0.5], P // 2)[None]
+    c = paired_bootstrap(d + 0.5, np.full_like(d, 0.5), n_boot=4000)
+    assert c.diff == pytest.approx(0.0) and c.se == pytest.approx(0.5 / np.sqrt(P), rel=0.05)
+    # seeds add their own spread: two seeds whose mean differences are 0 and 0.2 and no problem variance
+    two = np.array([[0.0] * 50, [0.2] * 50])
+    c2 = paired_bootstrap(two + 0.3, np.full_like(two, 0.3), n_boot=4000)
+    # resampling 2 seeds: the mean is 0, 0.1 or 0.2 with probability 1/4, 1/2, 1/4 -> sd 0.1 / sqrt(2)
+    assert c2.se == pytest.approx(0.1 / np.sqrt(2), rel=0.05)
+
+
 def test_more_seeds_and_problems_narrow_the_interval():
     small = paired_bootstrap(*arms(0.05, 0.2, S=3, P=32, seed=2))
     large = paired_bootstrap(*arms(0.05, 0.2, S=6, P=256, seed=2))
@@ -131,8 +145,13 @@ def test_claims_plan_of_the_default_config():
 
     cfg = _cfg()
     rows = claim_rows(cfg)
-    assert sorted({r.claim for r in rows}) == list(range(1, 9)) and not [r for r in rows if r.missing]
+    assert sorted({r.claim for r in rows}) == list(range(0, 9)) and not [r for r in rows if r.missing]
     by = {(r.claim, r.where): r for r in rows}
+    # 0, the learning check: GRPO vs the untrained backbone on each claims backbone, pooled then one row per split
+    learn = [r for r in rows if r.claim == 0]
+    assert [(r.where, r.a.run, r.b.run, r.split) for r in learn] == [
+        (w, "grpo", "base", s) for b in ("S-base", "M-base")
+        for w, s in ((f"{b}, test + test_hard", None), (f"{b}, test", "test"), (f"{b}, test_hard", "test_hard"))]
     assert (by[1, "S-base"].a.run, by[1, "S-base"].b.run, by[1, "S-base"].direction) == ("rlrt", "grpo", 1)
     assert (by[2, "M-base"].a.run, by[2, "M-base"].b.run) == ("rlrt", "rlsd")
     g = by[3, "S-instruct"]
@@ -215,11 +234,22 @@ def test_the_stage_gives_each_verdict_and_writes_table_and_figure(tmp_path):
         {"claim": 8, "text": "rank", "source": "-", "where": "x", "metric": "pearson_r",
          "files_arms": [bad, ref, good]},
         {"claim": 6, "text": "absent", "source": "-", "where": "-", "metric": "pass@k", "missing": "no fig8"},
+        {"claim": 0, "text": "learns on test_hard", "source": "-", "where": "x, test_hard", "metric": "avg@n",
+         "direction": 1, "a": {"run": "good"}, "b": {"run": "ref"}, "files_a": good, "files_b": ref,
+         "split": "test_hard"},
     ]
     df = stage.claims_frame(rows, n_boot=500, seed=0)
     v = dict(zip(df["claim"], df["verdict"]))
     assert v == {1: stage.REPRODUCED, 2: stage.NOT_REPRODUCED, 3: stage.INCONCLUSIVE, 4: stage.REPRODUCED,
-                 8: stage.REPRODUCED, 6: stage.NOT_TESTED}
+                 8: stage.REPRODUCED, 6: stage.NOT_TESTED, 0: stage.REPRODUCED}
+    # the split row scores test_hard's problems only: by hand, the mean per-problem difference over them
+    import json as _json
+
+    hard = lambda files: np.mean([_json.load(open(f))["splits"]["test_hard"]["correct_counts"]  # noqa: E731
+                                  for f in files]) / n
+    learn = df[df.claim == 0].iloc[0]
+    assert learn["problems"] == P // 2 and learn["value"] == pytest.approx(100 * (hard(good) - hard(ref)))
+    assert 0 < learn["se"] < learn["value"] and learn["value"] / learn["se"] > 3
     win = df[df.claim == 1].iloc[0]
     # hand check of the point estimate: 4 correct of 16 more per problem = +25 points (noise averages out)
     assert abs(win["value"] - 25.0) < 3 and win["lo"] < win["value"] < win["hi"] and win["seeds"] == S
@@ -235,7 +265,7 @@ def test_the_stage_gives_each_verdict_and_writes_table_and_figure(tmp_path):
     stage.main(["--cfg", __import__("json").dumps({"rows": rows, "seeds": S, "n_boot": 300}),
                 "--out-csv", str(out["csv"]), "--out-md", str(out["md"]), "--out-png", str(out["png"])])
     md = out["md"].read_text()
-    assert "not reproduced" in md and "inconclusive" in md and "not tested (no fig8)" in md
+    assert "not reproduced" in md and "inconclusive" in md and "not tested (no fig8)" in md and " SE)" in md
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import pandas as pd
 
@@ -251,3 +281,5 @@ def test_arms_must_cover_the_same_problems(tmp_path):
            "a": {"run": "a"}, "b": {"run": "b"}, "files_a": a, "files_b": b}
     with pytest.raises(ValueError, match="problems"):
         stage.claims_frame([row], n_boot=100, seed=0)
+    with pytest.raises(ValueError, match="no split 'test_hard'"):
+        stage.claims_frame([{**row, "files_b": a, "split": "test_hard"}], n_boot=100, seed=0)

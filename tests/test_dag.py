@@ -116,18 +116,22 @@ def test_no_resume_state_outlives_its_job(dag_run):
 
 @pytest.mark.slow
 def test_claims_table_covers_every_claim_over_the_configured_seeds(dag_run):
-    """claims.csv: every claim 1-8 tested (ci: 2 seeds on S-base), each row a verdict of the three kinds, an interval
+    """claims.csv: the learning check (0) and every claim 1-8 tested (ci: 2 seeds on S-base), each row a verdict of the three kinds, an interval
     around its point estimate; the seeded replicates were trained as their own runs with their own seeds."""
     import json
 
     from rlrt.config import derive_seed
 
     df = pd.read_csv(dag_run / "results" / "tables" / "claims.csv")
-    assert sorted(set(df["claim"])) == list(range(1, 9))
+    assert sorted(set(df["claim"])) == list(range(0, 9))
+    learn = df[df["claim"] == 0].set_index("where")
+    # ci: 8 problems per split; the pooled row has both splits', each split row its own
+    assert learn["problems"].to_dict() == {"S-base, test + test_hard": 16, "S-base, test": 8, "S-base, test_hard": 8}
     assert set(df["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
     assert (df["seeds"] == 2).all()
     pairs = df[df["metric"] != "pearson_r"]
     assert ((pairs["lo"] <= pairs["value"] + 1e-9) & (pairs["value"] <= pairs["hi"] + 1e-9)).all()
+    assert (pairs["se"] >= 0).all()
     assert (dag_run / "results" / "figures" / "claims.png").read_bytes()[:4] == b"\x89PNG"
     assert "Claims over 2 seeds" in (dag_run / "results" / "tables" / "claims.md").read_text()
     plain = json.loads((dag_run / "results" / "runs" / "S-base" / "grpo" / "metrics.json").read_text())

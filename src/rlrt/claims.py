@@ -12,6 +12,11 @@ to b). A correlation row (claim 8) is the reward-rank study's students over the 
 * ``backbone`` (an RL backbone, or the RLT student) and ``run`` (run id or RLT model; ``base`` = the untrained
   backbone, which has no seed: its one evaluation stands for every seed).
 
+Claim 0 is not a paper's claim but the precondition of every other one, the claims issue's learning check: GRPO
+beats the untrained backbone on each claims backbone -- one row over every test split's problems pooled (as the
+other claims are scored), then one row per split (``split``) -- so the table says how many standard errors RL
+moves held-out accuracy by at this scale.
+
 A claim whose ingredients the config does not plan (no ``experiments.fig8``, no ``rlt`` block, ...) is one row
 with ``missing`` saying what is not configured, so the table shows it rather than dropping it.
 """
@@ -38,7 +43,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class ClaimRow:
-    claim: int  # 1..8, the issue's numbering
+    claim: int  # 1..8, the issue's numbering; 0 = the learning check (GRPO > the untrained backbone)
     text: str  # the paper's claim, in a few words
     source: str  # where the paper makes it
     where: str  # the backbone / setting of this row
@@ -48,6 +53,7 @@ class ClaimRow:
     metric: str = "avg@n"  # avg@n | pass@k (the largest k) | pearson_r
     arms: tuple[Arm, ...] = field(default_factory=tuple)  # correlation rows: one arm per rank, in rank order
     missing: str | None = None  # why this claim cannot be tested under the config
+    split: str | None = None  # score one test split only (None: every test split's problems, one after another)
 
     def all_arms(self) -> list[Arm]:
         return [x for x in (self.a, self.b) if x is not None] + list(self.arms)
@@ -77,6 +83,17 @@ def claim_rows(cfg: dict[str, Any]) -> list[ClaimRow]:
     def missing(claim, text, source, why):
         rows.append(ClaimRow(claim, text, source, "-", missing=why))
 
+    # 0: the learning check: GRPO beats the untrained backbone, per test split (the claims issue's target)
+    text, source = "RL learns: GRPO > the untrained backbone", "learning check"
+    todo = [b for b in base if planned(b, "grpo")]
+    splits = list((cfg.get("data") or {}).get("test_splits") or [])
+    for b in todo:
+        # every held-out split's problems pooled (as claims 1-5 are scored), then each split on its own
+        for split in [None] + (splits if len(splits) > 1 else []):
+            rows.append(ClaimRow(0, text, source, f"{b}, {split or ' + '.join(splits)}", Arm("eval", b, "grpo"),
+                                 Arm("eval", b, "base"), split=split))
+    if not todo:
+        missing(0, text, source, "claims.backbones trains no grpo")
     # 1, 2: RLRT beats GRPO and RLSD on the base models (RLRT Table 1)
     for claim, other, name in ((1, "grpo", "GRPO"), (2, "rlsd", "RLSD")):
         text, source = f"RLRT > {name} on base models", "RLRT Table 1"

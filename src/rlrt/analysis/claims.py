@@ -31,13 +31,16 @@ N_BOOT = 10_000
 
 @dataclass(frozen=True)
 class Comparison:
-    """A paired difference and its interval. ``diff``, ``lo``, ``hi`` are in the scores' units."""
+    """A paired difference and its interval. ``diff``, ``lo``, ``hi``, ``se`` are in the scores' units; ``se`` is
+    the standard deviation of the bootstrap statistic (the standard error over seeds and problems), so
+    ``diff / se`` is the difference in standard errors (the claims issue's learning target: > 3)."""
 
     diff: float
     lo: float
     hi: float
     n_seeds: int
     n_problems: int
+    se: float = float("nan")
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
@@ -59,7 +62,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, alpha: 
     # mean over the resampled seeds x problems grid = mean over seeds of (mean over problems of the row)
     stats = np.array([d[r][:, c].mean() for r, c in zip(rows, cols)])
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return Comparison(float(d.mean()), float(lo), float(hi), S, P)
+    return Comparison(float(d.mean()), float(lo), float(hi), S, P,
+                      float(stats.std(ddof=1)) if n_boot > 1 else float("nan"))
 
 
 def verdict(lo: float, hi: float, direction: int = 1) -> str:

@@ -35,13 +35,18 @@ def largest_k(result: dict) -> int:
                if key.startswith("pass@"))
 
 
-def problem_scores(result: dict, metric: str) -> tuple[np.ndarray, list[str]]:
-    """Per-problem scores of one evaluation JSON, the splits' problems one after another, and the split order.
+def problem_scores(result: dict, metric: str, split: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Per-problem scores of one evaluation JSON, the splits' problems one after another (only ``split``'s when
+    given), and the split order.
 
     ``avg@n``: correct / n per problem; ``pass@k``: the unbiased pass@k at the largest k the file reports."""
     n = int(result["n"])
+    if split is not None and split not in result["splits"]:
+        raise ValueError(f"no split {split!r} in the evaluation (it has {sorted(result['splits'])})")
     out, splits = [], []
-    for split, d in result["splits"].items():
+    for split_name, d in result["splits"].items():
+        if split is not None and split_name != split:
+            continue
         c = np.asarray(d["correct_counts"], dtype=float)
         if metric == "avg@n":
             out.append(c / n)
@@ -50,17 +55,17 @@ def problem_scores(result: dict, metric: str) -> tuple[np.ndarray, list[str]]:
             out.append(np.array([pass_at_k(n, int(ci), k) for ci in c]))
         else:
             raise ValueError(f"unknown metric {metric!r}")
-        splits.append(split)
+        splits.append(split_name)
     return np.concatenate(out), splits
 
 
-def arm_matrix(files: list[str], metric: str) -> np.ndarray:
+def arm_matrix(files: list[str], metric: str, split: str | None = None) -> np.ndarray:
     """(S, P) scores of one arm: one row per seed's evaluation file (checked to cover the same splits and
     problem counts)."""
     rows, layout = [], None
     for f in files:
         result = read_json(f)
-        scores, splits = problem_scores(result, metric)
+        scores, splits = problem_scores(result, metric, split)
         shape = (splits, len(scores))
         if layout is not None and shape != layout:
             raise ValueError(f"{f}: splits / problem count {shape} differ from the arm's other seeds {layout}")
@@ -84,8 +89,8 @@ def compare_row(row: dict, n_boot: int, seed: int) -> dict:
                 "seeds": c.n_seeds, "problems": c.n_problems, "value": c.diff, "lo": c.lo, "hi": c.hi,
                 "verdict": verdict(c.lo, c.hi) if np.isfinite(c.lo) else INCONCLUSIVE,
                 "note": "accuracy per rank: " + ", ".join(f"{v:.1f}" for v in acc)}
-    a = arm_matrix(row["files_a"], row["metric"])
-    b = arm_matrix(row["files_b"], row["metric"])
+    a = arm_matrix(row["files_a"], row["metric"], row.get("split"))
+    b = arm_matrix(row["files_b"], row["metric"], row.get("split"))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"claim {row['claim']} ({row['where']}): the arms cover {a.shape[1]} and {b.shape[1]} "
                          "problems")
@@ -97,13 +102,13 @@ def compare_row(row: dict, n_boot: int, seed: int) -> dict:
     return {**out, "a": row["a"]["run"], "b": row["b"]["run"], "direction": row["direction"],
             "seeds": c.n_seeds, "problems": c.n_problems,
             "mean_a": float(pa.mean()), "std_a": sd(pa), "mean_b": float(pb.mean()), "std_b": sd(pb),
-            "value": 100 * c.diff, "lo": 100 * c.lo, "hi": 100 * c.hi,
+            "value": 100 * c.diff, "lo": 100 * c.lo, "hi": 100 * c.hi, "se": 100 * c.se,
             "verdict": verdict(c.lo, c.hi, row["direction"]), "note": ""}
 
 
 def claims_frame(rows: list[dict], n_boot: int, seed: int) -> pd.DataFrame:
     cols = ["claim", "text", "source", "where", "metric", "a", "b", "direction", "seeds", "problems", "mean_a",
-            "std_a", "mean_b", "std_b", "value", "lo", "hi", "verdict", "note"]
+            "std_a", "mean_b", "std_b", "value", "lo", "hi", "se", "verdict", "note"]
     out = []
     for row in rows:
         r = compare_row(row, n_boot, seed)
@@ -133,15 +138,20 @@ def to_markdown(df: pd.DataFrame, seeds: int) -> str:
             arms = (f"{r['a']} {_fmt(r['mean_a'])} ± {_fmt(r['std_a'])} vs "
                     f"{r['b']} {_fmt(r['mean_b'])} ± {_fmt(r['std_b'])}")
             est = f"{_fmt(r['value'], True)} [{_fmt(r['lo'], True)}, {_fmt(r['hi'], True)}]"
+            if r["se"] > 0:
+                est += f" ({r['value'] / r['se']:+.1f} SE)"
         lines.append([r["claim"], r["text"], r["where"], r["metric"], arms, est, r["verdict"]])
-    head = ["#", "claim", "where", "metric", "arms (mean ± std over seeds, %)", "a − b, 95 % CI (points)",
+    head = ["#", "claim", "where", "metric", "arms (mean ± std over seeds, %)",
+            "a − b, 95 % CI (points; in standard errors)",
             "verdict"]
     counts = df["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED))
     return (f"# Claims over {seeds} seeds\n\nEach row: arm a vs arm b on the same test problems, paired by seed and "
             "problem; the interval is a bootstrap over seeds and problems (10,000 draws unless configured). "
             "Reproduced = the interval lies on the paper's side of 0; not reproduced = on the other side; "
-            f"inconclusive = it contains 0.\n\nRows: {summary}.\n\n"
+            "inconclusive = it contains 0. Claim 0 is the learning check, not a paper's claim: GRPO against the "
+            "untrained backbone over every test split's problems and on each split (the claims issue's target: more "
+            "than 3 standard errors).\n\nRows: {summary}.\n\n"
             + tabulate(lines, headers=head, tablefmt="github") + "\n")
 
 
@@ -172,7 +182,7 @@ def claims_figure(df: pd.DataFrame, out: str) -> None:
     ax.set_yticks(range(len(diffs)), labels, fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("paired difference, paper's claimed direction > 0 (points, 95 % bootstrap CI)")
-    ax.set_title("Claims 1–7: does the paper's side of 0 hold?")
+    ax.set_title("Claims 0–7: does the paper's side of 0 hold? (0 = RL learns)")
     ax = axes[1]
     for i, (_, r) in enumerate(corr.iterrows()):
         if np.isfinite(r["lo"]):
