@@ -266,6 +266,7 @@ def test_the_stage_gives_each_verdict_and_writes_table_and_figure(tmp_path):
                 "--out-csv", str(out["csv"]), "--out-md", str(out["md"]), "--out-png", str(out["png"])])
     md = out["md"].read_text()
     assert "not reproduced" in md and "inconclusive" in md and "not tested (no fig8)" in md and " SE)" in md
+    assert "Rows: 4 reproduced, 1 not reproduced, 1 inconclusive, 1 not tested." in md
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import pandas as pd
 

@@ -151,7 +151,7 @@ def to_markdown(df: pd.DataFrame, seeds: int) -> str:
             "Reproduced = the interval lies on the paper's side of 0; not reproduced = on the other side; "
             "inconclusive = it contains 0. Claim 0 is the learning check, not a paper's claim: GRPO against the "
             "untrained backbone over every test split's problems and on each split (the claims issue's target: more "
-            "than 3 standard errors).\n\nRows: {summary}.\n\n"
+            f"than 3 standard errors).\n\nRows: {summary}.\n\n"
             + tabulate(lines, headers=head, tablefmt="github") + "\n")
 
 
