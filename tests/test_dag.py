@@ -116,8 +116,9 @@ def test_no_resume_state_outlives_its_job(dag_run):
 
 @pytest.mark.slow
 def test_claims_table_covers_every_claim_over_the_configured_seeds(dag_run):
-    """claims.csv: the learning check (0) and every claim 1-8 tested (ci: 2 seeds on S-base), each row a verdict of the three kinds, an interval
-    around its point estimate; the seeded replicates were trained as their own runs with their own seeds."""
+    """claims.csv: the learning check (0) and every claim 1-8 tested (ci: 2 seeds on S-base), each row a verdict of
+    the three kinds, an interval around its point estimate; the seeded replicates were trained as their own runs
+    with their own seeds."""
     import json
 
     from rlrt.config import derive_seed

@@ -83,7 +83,7 @@ def claim_rows(cfg: dict[str, Any]) -> list[ClaimRow]:
     def missing(claim, text, source, why):
         rows.append(ClaimRow(claim, text, source, "-", missing=why))
 
-    # 0: the learning check: GRPO beats the untrained backbone, per test split (the claims issue's target)
+    # 0: the learning check (the claims issue's target): GRPO beats the untrained backbone
     text, source = "RL learns: GRPO > the untrained backbone", "learning check"
     todo = [b for b in base if planned(b, "grpo")]
     splits = list((cfg.get("data") or {}).get("test_splits") or [])

@@ -43,10 +43,9 @@ def problem_scores(result: dict, metric: str, split: str | None = None) -> tuple
     n = int(result["n"])
     if split is not None and split not in result["splits"]:
         raise ValueError(f"no split {split!r} in the evaluation (it has {sorted(result['splits'])})")
+    chosen = result["splits"] if split is None else {split: result["splits"][split]}
     out, splits = [], []
-    for split_name, d in result["splits"].items():
-        if split is not None and split_name != split:
-            continue
+    for split_name, d in chosen.items():
         c = np.asarray(d["correct_counts"], dtype=float)
         if metric == "avg@n":
             out.append(c / n)
