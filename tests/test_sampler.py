@@ -150,8 +150,9 @@ def test_sample_engines(tok):
 
 
 def test_model_jobs_start_without_scikit_learn(tmp_path):
-    """``lean_transformers`` keeps ``transformers`` from importing scikit-learn at start-up: a checkpoint loads,
-    samples with both engines, and scikit-learn was never imported (a fresh interpreter, as a job starts)."""
+    """``lean_transformers`` keeps ``transformers`` from importing scikit-learn and ``scipy.optimize`` at start-up:
+    a checkpoint loads, samples with both engines, takes a training step through ``transformers``' causal-LM loss,
+    and neither was ever imported (a fresh interpreter, as a job starts)."""
     import subprocess
     import sys
 
@@ -166,7 +167,12 @@ save_checkpoint(model, tok, {str(tmp_path / 'm')!r})
 model, tok = load_checkpoint({str(tmp_path / 'm')!r})
 for engine in ("lean", "generate"):
     assert sample(model, tok, ["What is 1 + 2?"], 2, 4, engine=engine).response_ids.shape[0] == 2
+ids = tok(["What is 1 + 2? 3"], return_tensors="pt").input_ids
+loss = model(input_ids=ids, labels=ids).loss
+loss.backward()
+assert loss.item() > 0
 assert "sklearn" not in sys.modules, "scikit-learn was imported"
+assert "scipy.optimize" not in sys.modules, "scipy.optimize was imported"
 print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
