@@ -77,6 +77,21 @@ def stage_table(bench_dir: Path) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
+def replicate_cost(bench_dir: Path) -> dict[str, float]:
+    """What the claims study adds to the DAG: the jobs of its seeded replicates (``<run>+seed=<k>``, k >= 1, in
+    the benchmark file's path; the seed-0 runs are Table 1's own), their job-seconds and share of all job-seconds.
+    """
+    jobs, secs, total = 0, 0.0, 0.0
+    for tsv in bench_dir.rglob("*.tsv"):
+        with tsv.open() as f:
+            s = float(next(csv.DictReader(f, delimiter="\t"))["s"])
+        total += s
+        if "+seed=" in str(tsv.relative_to(bench_dir)):
+            jobs += 1
+            secs += s
+    return {"jobs": jobs, "job_seconds": secs, "share": secs / total if total else 0.0}
+
+
 def run_json(cmd: list[str], env: dict) -> dict:
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -93,6 +108,10 @@ def summary_md(res: dict, base: dict) -> str:
         before = base["job_seconds_by_stage"].get(stage)
         lines.append(f"| {stage} | {rec['jobs']} | {rec['job_seconds']:,.0f} | "
                      f"{'' if before is None else f'{before:,.0f}'} | {rec['peak_rss_mb']:,.0f} |")
+    rep = res.get("claims_replicates")
+    if rep:
+        lines += ["", f"The claims study's seeded replicates (`<run>+seed=<k>`, k >= 1): {rep['jobs']} jobs, "
+                  f"{rep['job_seconds']:,.0f} job-seconds, {100 * rep['share']:.0f} % of the DAG's job-seconds."]
     st = res["step_time"]
     b = st["breakdown_s"]
     lines += ["", f"One RL step on S-base ({st['question_batch']} questions x {st['n_rollouts']} rollouts, "
@@ -140,7 +159,8 @@ def main() -> None:
     res = {"date": date.today().isoformat(), "machine": machine(), "commit": commit, "cores": 2, "wall_s": wall,
            "jobs": sum(r["jobs"] for r in stages.values()), "stages": stages,
            "job_seconds_by_stage": {k: r["job_seconds"] for k, r in stages.items()},
-           "job_seconds_total": sum(r["job_seconds"] for r in stages.values())}
+           "job_seconds_total": sum(r["job_seconds"] for r in stages.values()),
+           "claims_replicates": replicate_cost(work / "results" / "benchmarks")}
     res["dryrun_s"] = best_of(smk + ["-n"], env)
     empty = best_of([sys.executable, "-c", "pass"], env)
     res["imports_s"] = {"model_job": best_of([sys.executable, "-c", MODEL_JOB_IMPORTS], env) - empty,
