@@ -36,6 +36,10 @@ def test_base_config_is_valid():
         (lambda c: c["backbones"]["S-instruct"].update(parent="nope"), "backbones.S-instruct.parent"),
         (lambda c: c["data"].update(test_splits=["test", "missing"]), "data.test_splits"),
         (lambda c: c["backbones"]["M-base"].update(kind="huge"), "backbones.M-base.kind"),
+        (lambda c: c["backbones"]["S-base"].update(privileged_context={"fraction": 1.5, "follow": 0.5}),
+         "backbones.S-base.privileged_context.fraction"),
+        (lambda c: c["backbones"]["S-base"].update(privileged_context={"fraction": 0.2}),
+         "backbones.S-base.privileged_context"),
     ],
 )
 def test_bad_value_names_the_key(cfg, mutate, key):

@@ -2,7 +2,10 @@
 
 * ``mode: pretrain`` (S-base, M-base): random init from ``arch``; next-token loss on whole chat-formatted
   problem+solution documents (a random step order each time) for a fixed budget of steps, so that test accuracy
-  starts low but non-zero.
+  starts low but non-zero. ``privileged_context: {fraction, follow}`` (off by default) shows a fraction of the
+  documents with a correct solution inside the user turn, in the teacher views' own templates, and the answer
+  then takes that solution's step order with probability ``follow``: a stand-in that, like a real LLM shown a
+  worked solution, leans toward it (see :func:`context_message`).
 * ``mode: sft`` (S-instruct, M-thinking): start from the parent checkpoint; loss on the assistant turn only;
   ``format: compact`` (prompt -> step-by-step answer), ``format: verify`` (a <think> block that works the sum
   and checks it in another order, then answers: the thinking model's stand-in) or ``format: scratchpad`` (long
@@ -26,11 +29,35 @@ from rlrt.io import read_jsonl, write_json
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.arithmetic import scratchpad_solution, solution_text, verify_solution
 from rlrt.tasks.prompts import user_message
+from rlrt.teacher import teacher_user_message
 
 log = logging.getLogger("rlrt.backbone")
 
 
-def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool):
+def context_message(row: dict, order: list[int], rng: random.Random, follow: float) -> str:
+    """A pre-training user turn with a privileged context: the question in the sibling (RLRT / SDPO / SRPO) or
+    the reference-solution (RLSD) template of ``rlrt.teacher`` (one of the two at random), around a correct
+    compact solution whose step order is the answer's own (``order``) with probability ``follow``, else an
+    independent random order (the answer then does not copy it).
+
+    Why: the teacher view P_T = pi(. | h_t, c) only differs from the student view where the model reads c.
+    Stand-ins pre-trained on bare problems never saw a context, so their P_T ~ P_S and every token weight of
+    RLRT / RLSD stays near 1; a model that learned to follow a shown solution puts more mass on the context's
+    step order, so a correct rollout that takes another order gets P_S / P_T > 1 on its divergent tokens
+    (RLRT's "self-driven" tokens) -- the mechanism the papers' claims are about.
+    """
+    ctx_order = list(order)
+    if rng.random() >= follow:
+        rng.shuffle(ctx_order)
+    kind = "sibling" if rng.random() < 0.5 else "reference"
+    return teacher_user_message(user_message(row["question"]), solution_text(row["terms"], ctx_order), kind)
+
+
+def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool, context_fraction: float = 0.0,
+                  context_follow: float = 0.0):
+    """Batches of chat examples in the backbone's ``format``; ``context_fraction`` of them (pre-training's
+    ``privileged_context``) carry a solution in the user turn (:func:`context_message`). At 0 the random stream
+    is exactly the one without the option (no extra draws)."""
     def make_batch(rng: random.Random, batch_size: int):
         out = []
         for row in rng.sample(rows, batch_size) if batch_size <= len(rows) else rng.choices(rows, k=batch_size):
@@ -42,7 +69,10 @@ def make_batch_fn(tokenizer, rows: list[dict], fmt: str, loss_on_prompt: bool):
                 answer = verify_solution(row["terms"], rng, order)
             else:
                 answer = solution_text(row["terms"], order)
-            out.append(chat_example(tokenizer, user_message(row["question"]), answer, loss_on_prompt))
+            msg = user_message(row["question"])
+            if context_fraction > 0 and rng.random() < context_fraction:
+                msg = context_message(row, order, rng, context_follow)
+            out.append(chat_example(tokenizer, msg, answer, loss_on_prompt))
         return out
 
     return make_batch
@@ -82,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_jsonl(args.data)
     fmt = cfg.get("format", "compact")
     resume = Resumable.beside(args.out, cfg, cfg.get("resume_every"))
+    ctx = cfg.get("privileged_context") or {}
     history = train_lm(
-        model, tok, make_batch_fn(tok, rows, fmt, loss_on_prompt=cfg["mode"] == "pretrain"),
+        model, tok, make_batch_fn(tok, rows, fmt, loss_on_prompt=cfg["mode"] == "pretrain",
+                                  context_fraction=float(ctx.get("fraction", 0.0)),
+                                  context_follow=float(ctx.get("follow", 0.0))),
         steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
         warmup_steps=int(cfg.get("warmup_steps", 10)), seed=int(cfg["seed"]), desc=f"{cfg['mode']}:{cfg['name']}",
         resume=resume,
