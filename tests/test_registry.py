@@ -130,6 +130,13 @@ def test_rlrt_shaping_by_hand():
     assert torch.allclose(sh.token_adv, expect, atol=1e-6)
     assert calls[0][1] == "sibling" and calls[0][0][0] == ["c", "a", "a", "a"]  # first other correct rollout
     assert sh.plan.pg_rows.all() and not sh.plan.distill_rows.any() and sh.lam == 0.5
+    # the teacher's log-ratio is kept on the weighted tokens only (the correct rows' masked tokens)
+    assert sh.weighted_rows.tolist() == [True, False, True, False]
+    assert torch.equal(sh.delta, torch.tensor([[0.5] * 3, [0.0] * 3, [0.5] * 3, [0.0] * 3]))
+    assert get_method("grpo").weight_fn is None
+    grpo = shape_advantages(get_method("grpo"), get_method("grpo").default_settings(), rewards, TEXTS, ["r"], OLD,
+                            None, MASK, 0)
+    assert grpo.delta is None and grpo.weighted_rows is None
 
 
 def test_rlsd_shaping_by_hand():
@@ -143,6 +150,7 @@ def test_rlsd_shaping_by_hand():
     expect = torch.tensor([[a * up] * 3, [-a * down, -a * down, 0], [a * up] * 3, [-a * down, 0, 0]])
     assert torch.allclose(sh.token_adv, expect, atol=1e-6)
     assert calls[0][1] == "reference" and calls[0][0][0] == ["the ref"] * 4
+    assert sh.weighted_rows.all() and torch.equal(sh.delta, 0.5 * MASK)  # RLSD's gate: every row, masked tokens
 
 
 def test_grpo_eb_entropy_advantage_by_hand():

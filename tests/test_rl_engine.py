@@ -67,6 +67,9 @@ def test_one_step_per_method_logs_everything(tiny, method):
         assert m["lambda"] == 0.5
         eps_w = spec.default_settings().eps_w
         assert 1.0 - 0.5 * eps_w - 1e-6 <= m["weight_mean"] <= 1.0 + 0.5 * eps_w + 1e-6
+        assert m["teacher_logratio"] != 0.0  # the teacher view scored the weighted tokens
+    if method in ("grpo", "grpo_eb", "diver", "sdpo", "srpo"):
+        assert m["teacher_logratio"] == 0.0  # no token weights
     if method == "rlsd":
         assert m["context_frac"] == 1.0  # reference solution for every sample
     if method == "rlrt":

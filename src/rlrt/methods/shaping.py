@@ -60,6 +60,11 @@ class Shaped:
     has_context: Optional[Tensor]  # (B,) bool, None when the method has no teacher
     plan: Plan
     objective: str
+    # (B, R) sg(log P_T(y_t) - log P_S(y_t)) on the rows whose token weight applies (gate, context, A != 0), 0
+    # elsewhere, and those rows (B,) bool; None for methods without token weights. Its mean says whether the
+    # teacher view is informed (> 0: the context raises the sampled tokens' probability) or confused (< 0).
+    delta: Optional[Tensor] = None
+    weighted_rows: Optional[Tensor] = None
 
 
 def rows_needing_teacher(spec: MethodSpec, settings: MethodSettings, rewards: Tensor, has_context: Tensor,
@@ -161,4 +166,9 @@ def shape_advantages(
         tok_adv = spec.advantage_bonus(tok_adv, old_entropy, response_mask, float(settings.alpha),
                                        float(settings.kappa))
     plan = obj.plan(flat, has_ctx, response_mask, t_ent, settings)
-    return Shaped(shaped, adv, tok_adv, weight, lam, has_ctx, plan, objective)
+    weighted = None
+    if delta is not None:
+        weighted = (has_ctx.bool() if has_ctx is not None else torch.ones_like(flat, dtype=torch.bool))
+        weighted = weighted & spec.gate(flat) & (adv != 0)
+        delta = delta * (weighted[:, None] & response_mask.bool())
+    return Shaped(shaped, adv, tok_adv, weight, lam, has_ctx, plan, objective, delta, weighted)

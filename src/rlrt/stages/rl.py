@@ -35,9 +35,9 @@ log = logging.getLogger("rlrt.rl")
 
 
 def log_step(m: dict) -> None:
-    log.info("step %3d  acc %5.1f%%  len %5.1f  ent %.3f  clip %.3f  w %.3f/%.3f  lam %.2f  %.1fs",
+    log.info("step %3d  acc %5.1f%%  len %5.1f  ent %.3f  clip %.3f  w %.3f/%.3f  dT %+.3f  lam %.2f  %.1fs",
              m["step"], m["accuracy"], m["response_length"], m["entropy"], m["clip_frac"], m["weight_mean"],
-             m["weight_max"], m["lambda"], m["step_time"])
+             m["weight_max"], m.get("teacher_logratio", 0.0), m["lambda"], m["step_time"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -165,6 +165,9 @@ def step_metrics(step: int, rewards: torch.Tensor, G: int, ro: Rollouts, old_ent
         "weight_mean": float(applied.mean()) if applied.numel() else 1.0,
         "weight_max": float(applied.max()) if applied.numel() else 1.0,
         "context_frac": float(sh.has_context.float().mean()) if sh.has_context is not None else 0.0,
+        # mean sg(log P_T - log P_S) over the weighted tokens: > 0 the teacher view is informed, < 0 confused
+        "teacher_logratio": (_masked_mean(sh.delta, ro.response_mask * sh.weighted_rows[:, None])
+                             if sh.delta is not None and bool(sh.weighted_rows.any()) else 0.0),
         "distill_frac": float(sh.plan.distill_rows.float().mean()),
         "distill_loss": mean(stats["distill"]),
         "diversity_bonus": float((sh.shaped_rewards - rewards).mean()),
