@@ -82,6 +82,12 @@ def rows_needing_teacher(spec: MethodSpec, settings: MethodSettings, rewards: Te
     return has & spec.gate(rewards.reshape(-1)) & (adv != 0)
 
 
+def gated_rows(spec: MethodSpec, rewards: Tensor, has_context: Optional[Tensor]) -> Tensor:
+    """(N,) bool: the rows a token weight applies to -- a context (every row when None) and the spec's gate."""
+    has = has_context.bool() if has_context is not None else torch.ones_like(rewards, dtype=torch.bool)
+    return has & spec.gate(rewards)
+
+
 def token_advantages(
     spec: MethodSpec,
     adv: Tensor,
@@ -103,10 +109,9 @@ def token_advantages(
     if spec.weight_fn is None or delta is None:
         tok = adv[:, None] * mask
         return tok, mask.clone()
-    apply = has_context.bool() if has_context is not None else torch.ones_like(adv, dtype=torch.bool)
     if rewards is None:
         raise ValueError(f"method {spec.name!r}: the gate needs the rewards")
-    apply = apply & spec.gate(rewards)
+    apply = gated_rows(spec, rewards, has_context)
     w = spec.weight_fn(delta, adv)
     tok = reweight_advantages(adv, w, lam, eps_w, apply) * mask
     eff = torch.where(apply[:, None], mixed_weight(w, lam, eps_w), torch.ones_like(w)) * mask
@@ -168,7 +173,6 @@ def shape_advantages(
     plan = obj.plan(flat, has_ctx, response_mask, t_ent, settings)
     weighted = None
     if delta is not None:
-        weighted = (has_ctx.bool() if has_ctx is not None else torch.ones_like(flat, dtype=torch.bool))
-        weighted = weighted & spec.gate(flat) & (adv != 0)
+        weighted = gated_rows(spec, flat, has_ctx) & (adv != 0)
         delta = delta * (weighted[:, None] & response_mask.bool())
     return Shaped(shaped, adv, tok_adv, weight, lam, has_ctx, plan, objective, delta, weighted)

@@ -41,10 +41,11 @@ def context_message(row: dict, order: list[int], rng: random.Random, follow: flo
     independent random order (the answer then does not copy it).
 
     Why: the teacher view P_T = pi(. | h_t, c) only differs from the student view where the model reads c.
-    Stand-ins pre-trained on bare problems never saw a context, so their P_T ~ P_S and every token weight of
-    RLRT / RLSD stays near 1; a model that learned to follow a shown solution puts more mass on the context's
-    step order, so a correct rollout that takes another order gets P_S / P_T > 1 on its divergent tokens
-    (RLRT's "self-driven" tokens) -- the mechanism the papers' claims are about.
+    Stand-ins pre-trained on bare problems never saw a context, and the unfamiliar prompt lowers P_T on almost
+    every token (measured on the default S-base: log P_T - log P_S -1.06 per token, README), so RLRT's weight
+    exceeds 1 everywhere instead of singling out tokens; a model that learned to follow a shown solution puts
+    more mass on the context's step order, so a correct rollout that takes another order gets P_S / P_T > 1 on
+    its few divergent tokens (RLRT's "self-driven" tokens) -- the mechanism the papers' claims are about.
     """
     ctx_order = list(order)
     if rng.random() >= follow:
