@@ -86,3 +86,62 @@ def test_response_mask_stops_after_first_eos():
 
     ids = torch.tensor([[5, 6, 2, 0, 0], [5, 5, 5, 5, 5], [2, 0, 0, 0, 0]])
     assert response_mask_from_ids(ids, eos_id=2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_scoring_skips_common_padding_and_keeps_row_order(tiny):
+    """Columns every row pads are not computed (their logits are 0), the real tokens' numbers do not move, and the
+    length-sorted micro-batches of ``score_responses`` hand each row back in its own place."""
+    from rlrt.backends.local.rollout import response_logits, sample, score_responses
+    from rlrt.tasks.prompts import chat_prompt
+
+    model, tok = tiny
+    msgs = ["What is 3 + 4?", "What is 12 + 30 + 5?", "What is 1 + 1?"]
+    ro = sample(model, tok, [chat_prompt(tok, m) for m in msgs], n=2, max_new_tokens=10, seed=3)
+    pad = tok.pad_token_id
+    # 5 extra left-padding columns on the prompts and 4 extra right-padding columns on the responses
+    p_ids = torch.cat([torch.full((6, 5), pad), ro.prompt_ids], 1)
+    p_mask = torch.cat([torch.zeros(6, 5, dtype=torch.long), ro.prompt_mask], 1)
+    r_ids = torch.cat([ro.response_ids, torch.full((6, 4), pad)], 1)
+    r_mask = torch.cat([ro.response_mask, torch.zeros(6, 4, dtype=torch.long)], 1)
+    R = ro.response_ids.shape[1]
+    with torch.no_grad():
+        base = response_logits(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        wide = response_logits(model, p_ids, p_mask, r_ids, r_mask)
+    assert wide.shape == (6, R + 4, base.shape[-1])
+    m = ro.response_mask.bool()
+    assert torch.allclose(wide[:, :R][m], base[m], atol=1e-5)
+    assert torch.count_nonzero(wide[:, R:]) == 0
+    whole, _ = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, 0.7)
+    perm = torch.tensor([4, 0, 5, 2, 1, 3])
+    for mb in (1, 2, 4):
+        part, ent = score_responses(model, ro.prompt_ids[perm], ro.prompt_mask[perm], ro.response_ids[perm],
+                                    ro.response_mask[perm], 0.7, micro_batch=mb, with_entropy=True)
+        assert torch.allclose(part, whole[perm], atol=1e-5)
+        assert torch.all(ent[ro.response_mask[perm] == 0] == 0) and torch.all(ent[ro.response_mask[perm] == 1] > 0)
+    assert torch.all(whole[~m] == 0) and torch.all(whole[m] < 0)
+
+
+def test_shared_prefix_logits_equal_one_pass_over_prompt_and_response(tiny):
+    """Each distinct prompt prefilled once and its KV cache repeated to its rows gives the logits of one forward
+    pass over prompt ⊕ response, for prompts of different lengths, repeated and interleaved, and a 1-token response."""
+    from rlrt.backends.local.rollout import left_pad, response_logits, sample, shared_prefix_logits
+    from rlrt.tasks.prompts import chat_prompt
+
+    model, tok = tiny
+    msgs = ["What is 3 + 4?", "What is 12 + 30 + 5 + 7?"]
+    ro = sample(model, tok, [chat_prompt(tok, m) for m in msgs], n=3, max_new_tokens=9, seed=5)
+    order = torch.tensor([0, 3, 1, 4, 2, 5])  # the two prompts interleaved
+    p_ids, p_mask = ro.prompt_ids[order], ro.prompt_mask[order]
+    r_ids, r_mask = ro.response_ids[order].clone(), ro.response_mask[order].clone()
+    r_mask[5, 1:] = 0  # a 1-token response
+    model.eval()
+    with torch.no_grad():
+        ref = response_logits(model, p_ids, p_mask, r_ids, r_mask)
+    got = shared_prefix_logits(model, p_ids, p_mask, r_ids, r_mask)
+    assert got.shape == ref.shape
+    m = r_mask.bool()
+    assert torch.allclose(got[m], ref[m], atol=1e-5)
+    # one row alone (no padding, no sharing) agrees too
+    p, r = p_ids[1][p_mask[1].bool()][None], r_ids[1][r_mask[1].bool()][None]
+    alone = shared_prefix_logits(model, p, torch.ones_like(p), r, torch.ones_like(r))
+    assert torch.allclose(alone[0], ref[1][m[1]], atol=1e-5)

@@ -114,18 +114,13 @@ class LocalTeacher:
         R = self.ro.response_ids.shape[1]
         logp = self.old_logp.clone() if self.old_logp is not None else torch.zeros((len(has), R))
         ent = torch.zeros((len(has), R))
-        if len(rows):
-            # only the scored rows, without the padding columns none of them uses
-            p_ids, p_mask = self.ids[rows], self.mask[rows]
-            r_ids, r_mask = self.ro.response_ids[rows], self.ro.response_mask[rows]
-            p_keep, r_keep = int(p_mask.sum(1).max()), max(int(r_mask.sum(1).max()), 1)
-            t_logp, t_ent = score_responses(self.scorer, p_ids[:, -p_keep:], p_mask[:, -p_keep:], r_ids[:, :r_keep],
-                                            r_mask[:, :r_keep], self.temperature, self.micro_batch,
+        if len(rows):  # only the scored rows (score_responses drops the padding columns none of them uses)
+            t_logp, t_ent = score_responses(self.scorer, self.ids[rows], self.mask[rows], self.ro.response_ids[rows],
+                                            self.ro.response_mask[rows], self.temperature, self.micro_batch,
                                             with_entropy=want_entropy)
-            logp[rows] = 0.0
-            logp[rows, :r_keep] = t_logp
+            logp[rows] = t_logp
             if want_entropy:
-                ent[rows, :r_keep] = t_ent
+                ent[rows] = t_ent
             self.n_scored += len(rows)
         return TeacherScores(has, logp if want_logp else None, ent if want_entropy else None)
 

@@ -131,18 +131,73 @@ def sample(
     return Rollouts(prompt_ids, prompt_mask, response_ids, response_mask, texts)
 
 
+def used_columns(prompt_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[int, int]:
+    """(p_keep, r_keep): the prompt columns (from the right) and response columns (from the left) that some row
+    of the batch uses; the rest is padding every row has. r_keep >= 1 so an all-empty batch keeps a column."""
+    return max(int(prompt_mask.sum(1).max()), 1), max(int(response_mask.sum(1).max()), 1)
+
+
 def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
     """Logits (B, R, V) that predict each response token given prompt ⊕ response prefix.
 
     Position ids are recomputed from the attention mask so left padding and a swapped (teacher) prompt of a
-    different length give the same positions a single unpadded sequence would get.
+    different length give the same positions a single unpadded sequence would get. Padding columns that every
+    row of the batch has are not computed (the prompts' common left padding, the responses' common right
+    padding: their logits are 0), nor are the prompt positions' logits (``logits_to_keep``); the real tokens see
+    the same inputs and positions either way.
     """
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    B, R = response_ids.shape
+    p_keep, r_keep = used_columns(prompt_mask, response_mask)
+    input_ids = torch.cat([prompt_ids[:, -p_keep:], response_ids[:, :r_keep]], dim=1)
+    attn = torch.cat([prompt_mask[:, -p_keep:], response_mask[:, :r_keep]], dim=1)
     pos = (torch.cumsum(attn, dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=False).logits
-    p = prompt_ids.shape[1]
-    return logits[:, p - 1 : p - 1 + response_ids.shape[1]].float()
+    # the logits of the last prompt position and of every response position but the last predict the response
+    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                   logits_to_keep=r_keep + 1).logits[:, :r_keep].float()
+    if r_keep < R:
+        logits = torch.nn.functional.pad(logits, (0, 0, 0, R - r_keep))
+    return logits
+
+
+@torch.no_grad()
+def shared_prefix_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+    """``response_logits`` without gradient, each distinct prompt of the batch run once: (B, R, V).
+
+    Scoring passes see the same prompt many times (a group's n rollouts share the student prompt; RLRT's teacher
+    rows of a group share one or two sibling contexts), and the prompt is most of a teacher row's tokens. So the
+    distinct prompts are prefilled once (left-padded, positions from the mask as in ``response_logits``), their
+    KV cache is repeated to the rows, and the responses are run on top of it: the same positions, mask and
+    attention as one pass over prompt ⊕ response, in fewer FLOPs. The logit of the first response token is the
+    prompt's last position's.
+    """
+    B, R = response_ids.shape
+    p_keep, r_keep = used_columns(prompt_mask, response_mask)
+    p_ids, p_mask = prompt_ids[:, -p_keep:], prompt_mask[:, -p_keep:]
+    r_ids, r_mask = response_ids[:, :r_keep], response_mask[:, :r_keep]
+    index: dict[tuple, int] = {}  # distinct prompt (its real tokens) -> its index among the distinct prompts
+    rep, inv = [], []  # a row holding each distinct prompt; each row's distinct prompt
+    for i in range(B):
+        key = tuple(p_ids[i][p_mask[i].bool()].tolist())
+        if key not in index:
+            index[key] = len(rep)
+            rep.append(i)
+        inv.append(index[key])
+    inv = torch.tensor(inv)
+    u_ids, u_mask = p_ids[rep], p_mask[rep]
+    u_pos = (torch.cumsum(u_mask, dim=1) - 1).clamp(min=0)
+    pre = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_pos, use_cache=True, logits_to_keep=1)
+    cache = pre.past_key_values
+    cache.reorder_cache(inv)  # (U, ...) -> (B, ...): each row gets its prompt's keys and values
+    attn = torch.cat([u_mask[inv], r_mask], dim=1)
+    pos = (torch.cumsum(attn, dim=1) - 1).clamp(min=0)[:, p_keep:]
+    logits = pre.logits[inv, -1:].float()  # (B, 1, V): predicts the first response token
+    if r_keep > 1:
+        out = model(input_ids=r_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
+                    past_key_values=cache, use_cache=True)
+        logits = torch.cat([logits, out.logits.float()], dim=1)
+    if r_keep < R:
+        logits = torch.nn.functional.pad(logits, (0, 0, 0, R - r_keep))
+    return logits
 
 
 @torch.no_grad()
@@ -153,18 +208,25 @@ def score_responses(
     """No-grad log P(y_t | prompt, y_<t) for every response token: (B, R) and optionally entropy (B, R).
 
     Used for θ_old (student prompt) and for the teacher view (privileged prompt, same response ids).
-    Logits are divided by the rollout temperature, as verl does.
+    Logits are divided by the rollout temperature, as verl does. Rows are scored in micro-batches, sorted by
+    prompt length (longest first; stable, so a group's rows, which share their prompt, stay together): each
+    micro-batch pads to its own longest row, and its distinct prompts run once (``shared_prefix_logits``).
     """
     was_training = model.training
     model.eval()
-    logps, ents = [], []
-    for s in range(0, response_ids.shape[0], micro_batch):
-        sl = slice(s, s + micro_batch)
-        logits = response_logits(model, prompt_ids[sl], prompt_mask[sl], response_ids[sl], response_mask[sl])
-        logps.append(token_logprobs(logits, response_ids[sl], temperature))
+    B, R = response_ids.shape
+    logp = torch.zeros((B, R))
+    ent = torch.zeros((B, R)) if with_entropy else None
+    order = torch.argsort(prompt_mask.sum(1), descending=True, stable=True)
+    for s in range(0, B, micro_batch):
+        rows = order[s:s + micro_batch]
+        r_keep = used_columns(prompt_mask[rows], response_mask[rows])[1]
+        logits = shared_prefix_logits(model, prompt_ids[rows], prompt_mask[rows], response_ids[rows, :r_keep],
+                                      response_mask[rows, :r_keep])
+        logp[rows, :r_keep] = token_logprobs(logits, response_ids[rows, :r_keep], temperature)
         if with_entropy:
-            ents.append(entropy_from_logits(logits / temperature))
+            ent[rows, :r_keep] = entropy_from_logits(logits / temperature)
     model.train(was_training)
-    logp = torch.cat(logps) * response_mask
-    ent = torch.cat(ents) * response_mask if with_entropy else None
+    logp = logp * response_mask
+    ent = ent * response_mask if with_entropy else None
     return logp, ent
