@@ -39,3 +39,30 @@ def test_stage_table_and_replicate_cost(tmp_path, bench):
     rep = bench.replicate_cost(b)
     assert rep == {"jobs": 3, "job_seconds": 240.0, "share": pytest.approx(240.0 / 400.0)}
     assert bench.replicate_cost(tmp_path / "none") == {"jobs": 0, "job_seconds": 0.0, "share": 0.0}
+
+
+def test_summary_renders_every_figure(bench):
+    """The Markdown summary carries the whole-DAG, stage, step-time, sampler, dry-run and import figures."""
+    phases = {"time_gen": 0.4, "time_grade": 0.02, "time_old_logp": 0.2, "time_teacher": 0.0, "time_update": 0.8,
+              "teacher_rows": 0.0}
+    sampler_row = {"rows": 128, "generated_tokens": 4351, "generate_tok_per_s": 2150.0, "lean_tok_per_s": 5374.0,
+                   "speedup": 2.5, "same_tokens": True}
+    res = {"date": "2026-12-03", "machine": "2 cores, test CPU", "commit": "abc1234", "cores": 2, "wall_s": 600.0,
+           "jobs": 3, "job_seconds_total": 900.0, "stages": {"rl": {"jobs": 3, "job_seconds": 900.0,
+                                                                    "peak_rss_mb": 1400.0}},
+           "claims_replicates": {"jobs": 2, "job_seconds": 600.0, "share": 2 / 3},
+           "step_time": {"question_batch": 16, "n_rollouts": 8, "steps": 6, "grpo_step_s": 1.42, "rlrt_step_s": 1.55,
+                         "rlsd_step_s": 1.7, "rlrt_over_grpo": 1.09, "rlsd_over_grpo": 1.2,
+                         "breakdown_s": {m: {**phases, "time_teacher": t} for m, t in
+                                         (("grpo", 0.0), ("rlrt", 0.13), ("rlsd", 0.28))}},
+           "sampler": {"results": {"rl_step": sampler_row, "greedy": {**sampler_row, "rows": 16, "speedup": 1.6}}},
+           "dryrun_s": 1.37, "imports_s": {"model_job": 2.5, "table_job": 0.9}}
+    base = {"wall_s": 3600.0, "jobs": 125, "job_seconds_total": 7239.0, "job_seconds_by_stage": {"rl": 1958.0},
+            "date": "2026-11-24", "machine": "m", "commit": "c"}
+    md = bench.summary_md(res, base)
+    assert "**10.0 min** wall, 3 jobs" in md and "| rl | 3 | 900 | 1,958 | 1,400 |" in md
+    assert "2 jobs, 600 job-seconds, 67 %" in md
+    assert "RLRT 1.55 s (**1.09x**)" in md and "| teacher | 0.000 | 0.130 | 0.280 |" in md
+    assert "| rl_step | 128 | 4351 | 2,150 | 5,374 | 2.50x | True |" in md
+    assert "| greedy | 16 | 4351 | 2,150 | 5,374 | 1.60x | True |" in md
+    assert "1.37 s" in md and "model job: 2.50 s" in md
