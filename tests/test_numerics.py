@@ -100,7 +100,7 @@ def test_uniform_groups_of_distinct_rollouts(method):
 
 def poison_logits(monkeypatch, which: set[int]) -> list[int]:
     """Make the update's forward pass number k (1-based) put a NaN in its logits for every k in ``which``."""
-    real, calls = ppo.response_logits, []
+    real, calls = ppo.shared_prefix_logits, []
 
     def poisoned(*args):
         out = real(*args)
@@ -110,7 +110,7 @@ def poison_logits(monkeypatch, which: set[int]) -> list[int]:
             out[0, 0, 0] = NAN
         return out
 
-    monkeypatch.setattr(ppo, "response_logits", poisoned)
+    monkeypatch.setattr(ppo, "shared_prefix_logits", poisoned)
     return calls
 
 

@@ -145,3 +145,25 @@ def test_shared_prefix_logits_equal_one_pass_over_prompt_and_response(tiny):
     p, r = p_ids[1][p_mask[1].bool()][None], r_ids[1][r_mask[1].bool()][None]
     alone = shared_prefix_logits(model, p, torch.ones_like(p), r, torch.ones_like(r))
     assert torch.allclose(alone[0], ref[1][m[1]], atol=1e-5)
+
+
+def test_shared_prefix_gradients_equal_one_pass(tiny):
+    """The update's loss through the shared prompt pass has the gradient of the loss over each row's own copy."""
+    from rlrt.backends.local.rollout import response_logits, sample, shared_prefix_logits
+    from rlrt.methods.losses import token_logprobs
+    from rlrt.tasks.prompts import chat_prompt
+
+    model, tok = tiny
+    msgs = ["What is 3 + 4?", "What is 12 + 30 + 5 + 7?"]
+    ro = sample(model, tok, [chat_prompt(tok, m) for m in msgs], n=3, max_new_tokens=9, seed=7)
+    weights = torch.linspace(-1.0, 1.0, 6)[:, None]
+    grads = []
+    for fn in (response_logits, shared_prefix_logits):
+        model.zero_grad(set_to_none=True)
+        logits = fn(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask)
+        (token_logprobs(logits, ro.response_ids) * ro.response_mask * weights).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert any(a.abs().max() > 1e-3 for a in grads[0])

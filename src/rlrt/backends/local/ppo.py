@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from rlrt.backends.local.rollout import response_logits
+from rlrt.backends.local.rollout import shared_prefix_logits
 from rlrt.methods.losses import agg_loss, all_finite, kl_penalty_low_var, token_logprobs
 from rlrt.methods.objectives import MicroBatch, Objective, Plan
 
@@ -91,8 +91,8 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
             if bad:
                 break
             sl = slice(m0, min(m0 + cfg.micro_batch, mb_end))
-            logits = response_logits(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.response_ids[sl],
-                                     batch.response_mask[sl])
+            logits = shared_prefix_logits(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.response_ids[sl],
+                                          batch.response_mask[sl])
             logp = token_logprobs(logits, batch.response_ids[sl], cfg.temperature)
             if not all_finite(logits, logp):
                 bad = "logits/log-probs"

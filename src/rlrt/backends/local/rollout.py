@@ -159,16 +159,16 @@ def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask)
     return logits
 
 
-@torch.no_grad()
 def shared_prefix_logits(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
-    """``response_logits`` without gradient, each distinct prompt of the batch run once: (B, R, V).
+    """``response_logits`` with each distinct prompt of the batch run once: (B, R, V).
 
-    Scoring passes see the same prompt many times (a group's n rollouts share the student prompt; RLRT's teacher
-    rows of a group share one or two sibling contexts), and the prompt is most of a teacher row's tokens. So the
-    distinct prompts are prefilled once (left-padded, positions from the mask as in ``response_logits``), their
-    KV cache is repeated to the rows, and the responses are run on top of it: the same positions, mask and
+    The passes over rollouts see the same prompt many times (a group's n rollouts share the student prompt;
+    RLRT's teacher rows of a group share one or two sibling contexts, which are most of a teacher row's tokens).
+    So the distinct prompts are prefilled once (left-padded, positions from the mask as in ``response_logits``),
+    their KV cache is repeated to the rows, and the responses are run on top of it: the same positions, mask and
     attention as one pass over prompt ⊕ response, in fewer FLOPs. The logit of the first response token is the
-    prompt's last position's.
+    prompt's last position's. Under autograd the rows' gradients flow back through the repeated cache into the
+    one prompt pass and add up there, as they would over the rows' own copies (the PPO update uses it too).
     """
     B, R = response_ids.shape
     p_keep, r_keep = used_columns(prompt_mask, response_mask)
