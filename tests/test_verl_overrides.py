@@ -166,7 +166,7 @@ def test_grpo_eb_loss_variant_sets_entropy_coeff(paper):
 
 
 def test_fixed_micro_batches_and_no_tracking():
-    """The embedded default's rl block (question batch 16, mini-batch 4, micro-batch 64, lr 1.5e-5) with
+    """The embedded default's rl block (question batch 16, mini-batch 4, micro-batch 16, lr 1.5e-5) with
     use_dynamic_bsz off and IS off: verl then needs per-GPU micro-batches, taken from rl.micro_batch."""
     cfg = load(ROOT / "config" / "config.yaml")
     paper_verl = load_overlay(ROOT / "config" / "paper.yaml")["verl"]
@@ -175,8 +175,9 @@ def test_fixed_micro_batches_and_no_tracking():
     j["tracking"] = None
     c = compose_verl(overrides(j, n_gpus=1))
     a = c.actor_rollout_ref.actor
-    assert a.use_dynamic_bsz is False and a.ppo_micro_batch_size_per_gpu == 64
-    assert c.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 64
+    assert cfg["rl"]["micro_batch"] == 16
+    assert a.use_dynamic_bsz is False and a.ppo_micro_batch_size_per_gpu == 16
+    assert c.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 16
     assert c.data.train_batch_size == 16 and a.ppo_mini_batch_size == 4 and a.optim.lr == 1.5e-05
     assert c.actor_rollout_ref.rollout.n == 8 and c.data.max_response_length == cfg["backbones"]["S-base"][
         "max_response_length"]
