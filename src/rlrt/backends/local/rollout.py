@@ -146,7 +146,7 @@ def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask)
     padding: their logits are 0), nor are the prompt positions' logits (``logits_to_keep``); the real tokens see
     the same inputs and positions either way.
     """
-    B, R = response_ids.shape
+    R = response_ids.shape[1]
     p_keep, r_keep = used_columns(prompt_mask, response_mask)
     input_ids = torch.cat([prompt_ids[:, -p_keep:], response_ids[:, :r_keep]], dim=1)
     attn = torch.cat([prompt_mask[:, -p_keep:], response_mask[:, :r_keep]], dim=1)
