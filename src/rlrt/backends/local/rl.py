@@ -73,14 +73,20 @@ class RLConfig:
 
 
 def teacher_inputs(tokenizer, user_msgs: Sequence[str], contexts: list[list[str | None]], kind: str, n: int):
-    """Left-padded teacher prompt ids (B, P') and has_context (B,) for grouped rows (B = G * n)."""
+    """Left-padded teacher prompt ids (B, P') and has_context (B,) for grouped rows (B = G * n).
+
+    A group's rows share one or two contexts (and every row without one shares the bare question), so each
+    distinct (question, context) prompt is rendered and tokenized once."""
     prompts, has = [], []
     for g, msg in enumerate(user_msgs):
+        seen: dict[str | None, list[int]] = {}
         for i in range(n):
             c = contexts[g][i]
             has.append(c is not None)
-            prompts.append(tokenizer(chat_prompt(tokenizer, teacher_user_message(msg, c, kind)),
-                                     add_special_tokens=False)["input_ids"])
+            if c not in seen:
+                seen[c] = tokenizer(chat_prompt(tokenizer, teacher_user_message(msg, c, kind)),
+                                    add_special_tokens=False)["input_ids"]
+            prompts.append(seen[c])
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     return ids, mask, torch.tensor(has)
 
