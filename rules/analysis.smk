@@ -127,7 +127,7 @@ if "reflection" in ANALYSIS:
             json=f"{R}/analysis/reflection.json",
         params:
             code=stage_code("rlrt.stages.analysis_reflection"),
-            cfg=analysis_cfg("reflection", rl_steps=config["rl"]["steps"]),
+            cfg=analysis_cfg("reflection", rl_steps=rl_settings(config, ANALYSIS["reflection"]["backbone"])["steps"]),
         threads: stage_threads("analysis")
         resources:
             **stage_resources("analysis"),

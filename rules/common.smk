@@ -5,7 +5,7 @@ import re
 
 from rlrt.codekey import code_key
 from rlrt.config import (ConfigError, check_backend_installed, check_config_files, data_splits, parse_run_id,
-                         planned_runs, run_config, run_seed, split_seed, sweep_runs, table1_methods,
+                         planned_runs, rl_settings, run_config, run_seed, split_seed, sweep_runs, table1_methods,
                          validate)
 
 try:
@@ -147,7 +147,7 @@ def model_for(backbone, run):
 
 def rl_cfg(backbone, run):
     return {
-        "rl": config["rl"],
+        "rl": rl_settings(config, backbone),
         "method": parse_run_id(run)[0],
         "run": run,
         "method_cfg": run_config(config, backbone, run),

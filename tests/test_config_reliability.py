@@ -252,6 +252,27 @@ def test_save_steps_beyond_rl_steps_are_refused(cfg):
     validate(ok)
 
 
+def test_a_backbones_rl_block_overrides_its_runs_only(cfg):
+    """``backbones.<b>.rl`` takes ``rl`` over for that backbone's runs (rlrt.config.rl_settings); the others keep
+    ``rl``; a key the block does not have, and a length that ends before a save step, name the backbone's key."""
+    from rlrt.config import rl_settings
+
+    ok = copy.deepcopy(cfg)
+    ok["backbones"]["M-base"]["rl"] = {"steps": 80}
+    validate(ok)
+    assert rl_settings(ok, "M-base") == {**cfg["rl"], "steps": 80}
+    assert rl_settings(ok, "S-base") == cfg["rl"]
+    bad = copy.deepcopy(ok)
+    bad["backbones"]["M-base"]["rl"]["temprature"] = 0.7
+    assert "backbones.M-base.rl" in refused(bad) and "temprature" in refused(bad)
+    bad = copy.deepcopy(ok)
+    bad["backbones"]["M-base"]["rl"] = {"steps": 15}  # rl.save_steps [10, 20]: step 20 never comes
+    starts(refused(bad), "backbones.M-base.rl.steps", "15 steps end before rl.save_steps [20]")
+    bad = copy.deepcopy(ok)
+    bad["backbones"]["M-base"]["rl"] = {"mini_batch": cfg["rl"]["question_batch"] + 1}
+    starts(refused(bad), "backbones.M-base.rl.mini_batch", "the mini-batch")
+
+
 def test_overlay_that_shortens_rl_keeps_no_unreachable_save_step(tmp_path):
     """config.yaml saves at steps 10 and 20: an overlay that only shortens rl.steps to 6 plans checkpoints that no
     run reaches."""

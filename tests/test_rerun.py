@@ -78,6 +78,18 @@ def test_rlrt_eps_w_reruns_rlrt_only(dag_run, tmp_path):
                           "all"}
 
 
+def test_a_backbones_rl_override_reruns_that_backbones_runs_only(dag_run, tmp_path):
+    """``backbones.M-base.rl.steps``: every RL run on M-base (Table 1, sweeps, Fig 8, the claims' replicates) and
+    what reads them; no run of another backbone, no backbone, no RLT job."""
+    jobs = plan(dag_run, "backbones:\n  M-base:\n    rl: {steps: 4}\n", tmp_path)
+    rl = keys(jobs, "rl")
+    m_runs = {p.name for p in (dag_run / "results" / "runs" / "M-base").iterdir() if (p / "metrics.json").exists()}
+    assert rl == {("M-base", r) for r in m_runs} and m_runs
+    assert {b for b, _ in keys(jobs, "evaluate")} == {"M-base"}
+    rules = set(j["rule"] for j in jobs)
+    assert not rules & {"backbone", "prepare_data", "tokenizer"} and not [r for r in rules if r.startswith("rlt_")]
+
+
 def test_eval_temperature_reruns_evaluation_and_readers_only(dag_run, tmp_path):
     jobs = plan(dag_run, "eval: {temperature: 0.6}\n", tmp_path)
     rules = Counter(j["rule"] for j in jobs)

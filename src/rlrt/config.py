@@ -113,7 +113,8 @@ def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
     from rlrt.methods.registry import get_method, objective_name
 
     try:
-        save_freq(cfg.get("verl") or {}, cfg["rl"])
+        for backbone in runs:
+            save_freq(cfg.get("verl") or {}, rl_settings(cfg, backbone))
     except ValueError as e:
         raise ConfigError(f"config key 'verl.save_freq': {e}") from None
 
@@ -161,15 +162,28 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                 raise ConfigError(f"config key 'backbones.{name}.parent': unknown backbone {parent!r}")
             if cfg["backbones"][parent]["mode"] != "pretrain":
                 raise ConfigError(f"config key 'backbones.{name}.parent': {parent!r} must be a pretrained backbone")
+    # Each RL backbone's runs take rl over by backbones.<b>.rl (backbones.<b>.steps is pretraining / SFT; the RLT
+    # cold start runs without intermediate checkpoints), so every backbone's RL length is checked against the save
+    # steps, and the message names the key that made the conflict.
     rl = cfg["rl"]
     if rl["mini_batch"] > rl["question_batch"]:
         raise ConfigError("config key 'rl.mini_batch': larger than rl.question_batch")
-    # rl.steps is the one RL length of every backbone and run (backbones.<b>.steps is pretraining / SFT; the RLT
-    # cold start runs without intermediate checkpoints), so every save step is checked against it.
     late = [k for k in rl.get("save_steps") or [] if k > rl["steps"]]
     if late:
         raise ConfigError(f"config key 'rl.save_steps': {late} beyond rl.steps = {rl['steps']}: no RL run reaches "
                           f"that step, so the checkpoint would silently never be written")
+    for name in cfg["rl_backbones"]:
+        over = cfg["backbones"][name].get("rl") or {}
+        mine = rl_settings(cfg, name)
+        if over and mine["mini_batch"] > mine["question_batch"]:
+            key = "mini_batch" if "mini_batch" in over else "question_batch"
+            raise ConfigError(f"config key 'backbones.{name}.rl.{key}': the mini-batch ({mine['mini_batch']}) is "
+                              f"larger than the question batch ({mine['question_batch']})")
+        late = [k for k in mine.get("save_steps") or [] if k > mine["steps"]]
+        if late:
+            raise ConfigError(f"config key 'backbones.{name}.rl.steps': {mine['steps']} steps end before rl.save_steps "
+                              f"{late}: no RL run of {name} reaches that step, so the checkpoint would silently never "
+                              f"be written")
     for k in cfg["eval"]["ks"]:
         if k > cfg["eval"]["n"]:
             raise ConfigError(f"config key 'eval.ks': k={k} is larger than eval.n={cfg['eval']['n']}")
@@ -462,6 +476,12 @@ def parse_run_id(run: str) -> tuple[str, dict[str, Any]]:
     except json.JSONDecodeError:
         value = raw
     return method, {key: value}
+
+
+def rl_settings(cfg: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """The RL block a backbone's runs train with: ``rl`` with ``backbones.<backbone>.rl`` over it (e.g. a longer
+    run for a backbone that learns more slowly). Only the runs of a backbone with an override change."""
+    return {**cfg["rl"], **(cfg["backbones"][backbone].get("rl") or {})}
 
 
 def run_config(cfg: dict[str, Any], backbone: str, run: str) -> dict[str, Any]:
