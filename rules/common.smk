@@ -132,6 +132,7 @@ def tracking_input():
 
 def backbone_cfg(backbone):
     b = dict(config["backbones"][backbone])
+    b.pop("rl", None)  # the RL of this backbone's runs (rl_cfg), not how the backbone is built
     b.update(name=backbone, seed=config["seed"], tracking=TRACK)
     return b
 
