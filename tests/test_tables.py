@@ -118,3 +118,15 @@ def test_seed_replicates_are_pooled_as_mean_and_std():
     assert df.xs("delta", level="method").iloc[0][("test", "Avg@4")] == pytest.approx(3.0)
     md = to_markdown(df, "T")
     assert "12.0 ± 2.0" in md and "GRPO (3 seeds)" in md and "Avg@4 std" not in md
+
+
+def test_fig8_says_when_two_runs_draw_the_same_curve():
+    """Identical per-problem counts on every split draw one curve over another: the later run's label says so;
+    counts equal on one split only do not."""
+    from rlrt.stages.figures import passk_labels
+
+    ev = lambda a, b: {"splits": {"test": {"correct_counts": a}, "test_hard": {"correct_counts": b}}}  # noqa: E731
+    by_run = {"grpo": ev([3, 0], [1, 2]), "diver@variant=bleu": ev([3, 0], [1, 2]), "rlrt": ev([3, 0], [2, 2])}
+    labels = passk_labels(by_run, ["grpo", "diver@variant=bleu", "rlrt"], ["test", "test_hard"])
+    assert labels["grpo"] == "GRPO" and labels["rlrt"] == "RLRT"
+    assert labels["diver@variant=bleu"].endswith("(= GRPO: identical counts)")

@@ -43,8 +43,9 @@ def curve(ax, r: dict, metric: str, label: str, color=None, ls="-") -> None:
     ax.plot(steps, smooth(y, w), color=color, lw=2, ls=ls, label=label)
 
 
-def save(fig, out: str) -> None:
-    fig.tight_layout()
+def save(fig, out: str, rect: tuple[float, float, float, float] | None = None) -> None:
+    """``rect``: the area tight_layout may fill (leaves room for a figure legend)."""
+    fig.tight_layout(rect=rect) if rect else fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -80,8 +81,23 @@ def fig5(runs: list[dict], backbones: list[str], methods: list[str], out: str, m
     save(fig, out)
 
 
+def passk_labels(by_run: dict[str, dict], runs: list[str], splits: list[str]) -> dict[str, str]:
+    """Legend label per run; a run whose per-problem correct counts equal an earlier run's on every split draws
+    the very same curve under it, so its label says so (e.g. DIVER's BLEU variant on a model that never has an
+    all-correct group in its bonus window trains exactly as GRPO)."""
+    labels: dict[str, str] = {}
+    for i, run in enumerate(runs):
+        labels[run] = run_label(run)
+        counts = [by_run[run]["splits"][s]["correct_counts"] for s in splits]
+        same = next((r for r in runs[:i] if [by_run[r]["splits"][s]["correct_counts"] for s in splits] == counts), None)
+        if same is not None:
+            labels[run] += f" (= {run_label(same)}: identical counts)"
+    return labels
+
+
 def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> None:
     by_run = {e["method"]: e for e in evals}
+    labels = passk_labels(by_run, runs, splits)
     fig, axes = plt.subplots(1, len(splits), figsize=(5.4 * len(splits), 3.9), squeeze=False)
     for ax, split in zip(axes.flat, splits):
         for i, run in enumerate(runs):  # line styles differ so that identical runs stay visible when they overlap
@@ -89,16 +105,17 @@ def fig8(evals: list[dict], runs: list[str], splits: list[str], out: str) -> Non
             n = int(e["n"])
             ks = np.arange(1, n + 1)
             ax.plot(ks, passk_curve(e["splits"][split]["correct_counts"], n), lw=2.4 - 0.3 * i,
-                    ls=["-", "--", "-.", ":"][i % 4], color=run_color(run), label=run_label(run))
+                    ls=["-", "--", "-.", ":"][i % 4], color=run_color(run), label=labels[run])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k")
         ax.set_ylabel("pass@k (%)")
         ax.set_title(f"{split} ({e['splits'][split]['n_problems']} problems, n={n})")
         ax.grid(alpha=0.3, which="both")
-    axes.flat[0].legend(loc="lower right")
+    handles, names = axes.flat[0].get_legend_handles_labels()  # below the panels: labels can be long
+    fig.legend(handles, names, loc="lower center", ncol=min(2, len(names)), frameon=False)
     backbone = evals[0]["backbone"] if evals else ""
     fig.suptitle(f"pass@k of exploration methods on {backbone} (embedded analogue of RLRT Fig. 8)")
-    save(fig, out)
+    save(fig, out, rect=(0, 0.055 * ((len(names) + 1) // 2), 1, 1))
 
 
 def fig9(runs: list[dict], gate: dict, eps: list[dict], out: str) -> None:
