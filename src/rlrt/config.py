@@ -165,10 +165,13 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     # Each RL backbone's runs take rl over by backbones.<b>.rl (backbones.<b>.steps is pretraining / SFT; the RLT
     # cold start runs without intermediate checkpoints), so every backbone's RL length is checked against the save
     # steps, and the message names the key that made the conflict.
+    def unreached(rl: dict[str, Any]) -> list[int]:
+        return [k for k in rl.get("save_steps") or [] if k > rl["steps"]]
+
     rl = cfg["rl"]
     if rl["mini_batch"] > rl["question_batch"]:
         raise ConfigError("config key 'rl.mini_batch': larger than rl.question_batch")
-    late = [k for k in rl.get("save_steps") or [] if k > rl["steps"]]
+    late = unreached(rl)
     if late:
         raise ConfigError(f"config key 'rl.save_steps': {late} beyond rl.steps = {rl['steps']}: no RL run reaches "
                           f"that step, so the checkpoint would silently never be written")
@@ -179,7 +182,7 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
             key = "mini_batch" if "mini_batch" in over else "question_batch"
             raise ConfigError(f"config key 'backbones.{name}.rl.{key}': the mini-batch ({mine['mini_batch']}) is "
                               f"larger than the question batch ({mine['question_batch']})")
-        late = [k for k in mine.get("save_steps") or [] if k > mine["steps"]]
+        late = unreached(mine)
         if late:
             raise ConfigError(f"config key 'backbones.{name}.rl.steps': {mine['steps']} steps end before rl.save_steps "
                               f"{late}: no RL run of {name} reaches that step, so the checkpoint would silently never "
