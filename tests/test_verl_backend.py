@@ -248,6 +248,42 @@ def test_compute_score_real_answers():
     assert out == [1.0]  # from a thread (verl's run_in_executor): math-verify still runs, with timeouts
 
 
+def test_compute_score_grades_countdown_rows_as_countdown(tmp_path):
+    """Cold-start GRPO directly on countdown (the RLT branch's cdgrpo runs) on verl: the rows carry the countdown
+    source and the reward checks the equation, as the local engine's countdown grader does."""
+    from rlrt.backends.verl import train as vtrain
+    from rlrt.backends.verl.reward import COUNTDOWN, compute_score
+    from rlrt.tasks import countdown
+
+    key = countdown.answer_key([3, 5, 7], 22)
+    assert compute_score(COUNTDOWN, "\\boxed{3 * 5 + 7}", key) == 1.0
+    assert compute_score(COUNTDOWN, "\\boxed{3 + 5 + 7}", key) == 0.0  # 15, not 22
+    assert compute_score(COUNTDOWN, "\\boxed{22}", key) == 0.0  # the target alone is no equation
+    assert compute_score("synthetic", "\\boxed{22}", "22") == 1.0
+    seen = {}
+
+    def fake_run(cmd, check, env):  # stop at the trainer: only the parquet matters here
+        import pyarrow.parquet as pq
+
+        seen["rows"] = pq.read_table(next(a for a in cmd if a.startswith("data.train_files=")).split("=", 1)[1]
+                                     ).to_pylist()
+        raise RuntimeError("stop")
+
+    data = tmp_path / "cd.jsonl"
+    data.write_text('{"id": "c0", "question": "Use 3, 5, 7 to make 22.", "answer": %s}\n' % json.dumps(key))
+    job = {"method": "grpo", "run": "cdgrpo-base", "backbone": {"name": "S-base"}, "task": "countdown",
+           "rl": {"steps": 2}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vtrain.subprocess, "run", fake_run)
+        mp.setattr("rlrt.backends.verl.overrides.hydra_overrides",
+                   lambda job_cfg, train_file, **kw: [f"data.train_files={train_file}"])
+        with pytest.raises(RuntimeError, match="stop"):
+            vtrain.run(job, model="/m", data=str(data), out=str(tmp_path / "out"), metrics=str(tmp_path / "m.json"),
+                       checkpoints=None, gpus=1)
+    assert [r["data_source"] for r in seen["rows"]] == [COUNTDOWN] and seen["rows"][0]["reward_model"] == {
+        "style": "rule", "ground_truth": key}
+
+
 def test_pg_micro_batch_loss_equals_verls_vanilla_loss():
     from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
     from verl.workers.config import ActorConfig

@@ -19,6 +19,7 @@ import os
 import threading
 from typing import Any
 
+from rlrt.tasks import countdown
 from rlrt.tasks.grading import Grader
 
 _LOCK = threading.Lock()
@@ -34,10 +35,18 @@ def grader() -> Grader:
         return _GRADER
 
 
+COUNTDOWN = "countdown"
+"""The ``data_source`` of countdown rows (``rlrt.backends.verl.train`` sets it for ``task: countdown``)."""
+
+
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> float:
-    """1.0 if the response's last boxed answer matches ``ground_truth``, else 0.0 (``data_source`` is not needed:
-    the gold answer's form decides the comparison, as in the local engine)."""
+    """1.0 if the response's last boxed answer matches ``ground_truth``, else 0.0. Countdown rows
+    (``data_source`` :data:`COUNTDOWN`, ``ground_truth`` = ``countdown.answer_key``) are graded as the local engine
+    grades them (a valid equation over the given numbers); for every other source the gold answer's form decides
+    the comparison, as in the local engine."""
+    if data_source == COUNTDOWN:
+        return float(countdown.grade_batch([str(solution_str)], [str(ground_truth)])[0])
     if isinstance(ground_truth, (list, tuple)):  # some datasets store several accepted forms
         return max((compute_score(data_source, solution_str, g, extra_info) for g in ground_truth), default=0.0)
     return float(grader().grade_batch([str(solution_str)], [str(ground_truth)])[0])

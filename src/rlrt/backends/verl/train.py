@@ -119,7 +119,12 @@ def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpo
     work = Path(f"{out}.verl")  # verl's own state: survives a failed / requeued job
     work.mkdir(parents=True, exist_ok=True)
     train_file = work / "train.parquet"
-    write_verl_parquet(verl_rows(read_problems(data)), train_file)
+    rows = verl_rows(read_problems(data))
+    if job_cfg.get("task", "arithmetic") == "countdown":  # the reward function grades these rows as countdown
+        from rlrt.backends.verl.reward import COUNTDOWN
+
+        rows = [{**r, "data_source": COUNTDOWN} for r in rows]
+    write_verl_parquet(rows, train_file)
     ckpt, history_path = work / "ckpt", work / "history.jsonl"
     overrides = hydra_overrides(job_cfg, model_path=str(model), train_file=str(train_file),
                                 val_file=str(train_file), ckpt_dir=str(ckpt), n_gpus=int(gpus),
