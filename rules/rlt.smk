@@ -14,6 +14,11 @@ if RLT:
     RS = RLT["students"][0]  # the student of the cold-start, countdown and reward-rank studies
     # verl student SFT: tokens per sequence = the prompt budget + the student's response budget
     RLT_MAX_LENGTH = (config.get("verl") or {}).get("max_prompt_length", 0) + RLT["max_response_length"]
+    # the teacher's SFT on verl: its prompt (question + solution) and explanation; the local stage reads no backend
+    # keys, so they stay out of its params (adding them would rerun the local branch for nothing)
+    RLT_TEACHER_SFT_BACKEND = {**backend_cfg("rlt_train"), "max_length": (config.get("verl") or {}).get(
+        "max_prompt_length", 0) + RLT["teacher_rl"]["max_new_tokens"]} if BACKEND == "verl" else {}
+    RLT_GENERATE_BACKEND = backend_cfg("rlt_generate") if BACKEND == "verl" else {}  # distillation, reward rank
     RLT_SPLITS = RLT.get("test_splits") or config["data"]["test_splits"]  # RLT paper: AIME24, MATH500, GPQA
     RLT_MODELS = rlt_models(RLT)  # the models of each RLT table / figure (shared with rlrt.stages.tables)
     RLT_TABLE1 = RLT_MODELS["table1"]
@@ -97,7 +102,7 @@ if RLT:
             metrics=f"{R}/rlt/teacher/sft.json",
         params:
             code=stage_code("rlrt.stages.rlt_teacher_sft"),
-            cfg=as_json(rlt_slice("teacher", "teacher_sft")),
+            cfg=as_json(rlt_slice("teacher", "teacher_sft", **RLT_TEACHER_SFT_BACKEND)),
         threads: stage_threads("rlt_train")
         resources:
             **stage_resources("rlt_train"),
@@ -151,7 +156,7 @@ if RLT:
             code=stage_code("rlrt.stages.rlt_distill"),
             cfg=lambda w: as_json({"name": w.trace_set, "seed": config["seed"], "tracking": TRACK,
                                    "temperature": RLT["distill"]["temperature"],
-                                   "max_new_tokens": RLT["teacher_rl"]["max_new_tokens"]}),
+                                   "max_new_tokens": RLT["teacher_rl"]["max_new_tokens"], **RLT_GENERATE_BACKEND}),
         threads: stage_threads("rlt_generate")
         resources:
             **stage_resources("rlt_generate"),
@@ -179,7 +184,7 @@ if RLT:
             cfg=as_json(rlt_slice("reward_rank", "reward_student", temperature=RLT["distill"]["temperature"],
                                   max_new_tokens=RLT["teacher_rl"]["max_new_tokens"],
                                   alpha=RLT["teacher_rl"]["alpha"], lam=RLT["teacher_rl"]["lambda"],
-                                  reward_temperature=RLT["teacher_rl"]["temperature"])),
+                                  reward_temperature=RLT["teacher_rl"]["temperature"], **RLT_GENERATE_BACKEND)),
             out_dir=f"{R}/rlt/traces/rank",
         threads: stage_threads("rlt_generate")
         resources:

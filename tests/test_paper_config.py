@@ -97,7 +97,7 @@ def test_paper_matrix_job_counts(jobs, paper):
     assert counts["prepare_dataset"] == 1 + 6  # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits)
     assert counts["backbone"] == 4  # the four Qwen3 models
     assert counts["prepare_data"] == counts["tokenizer"] == 0  # no synthetic data, no stand-in tokenizer
-    assert not [r for r in counts if r.startswith("rlt_")]  # rlt.enabled: false (no verl path for the teacher yet)
+    assert not [r for r in counts if r.startswith("rlt_")]  # rlt.enabled: false (the teacher RL reward has no GPU on verl yet)
     for rule in ("table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
                  "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
         assert counts[rule] == 1, rule

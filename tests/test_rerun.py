@@ -133,7 +133,8 @@ def test_stages_read_the_config_only_through_params():
 
 @pytest.mark.parametrize("module, expected_in, expected_out, imports_verl", [
     ("rlrt.stages.rl", "rlrt.methods.shaping", "rlrt.backends.local.rlt", True),
-    ("rlrt.stages.rlt_teacher_rl", "rlrt.methods.rlt_reward", "rlrt.backends.verl.train", False),
+    ("rlrt.stages.rlt_teacher_rl", "rlrt.methods.rlt_reward", "rlrt.backends.verl.train", True),
+    ("rlrt.stages.backbone", "rlrt.backends.local.lm", "rlrt.backends.verl.train", False),
     ("rlrt.stages.evaluate", "rlrt.tasks.grading", "rlrt.tracking", True),
 ])
 def test_code_closure_follows_imports_narrowly(module, expected_in, expected_out, imports_verl):

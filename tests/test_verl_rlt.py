@@ -270,8 +270,11 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
                           "temperature": 0.7, "alpha": 0.01, "lambda": 3.0, "beta": 0.04, "max_new_tokens": 16384,
                           "missing_tag_penalty": -1.0},
            "seed": 1, "gpus": 4, "tracking": None, "verl": {"rollout": {"name": "vllm"}, "save_freq": 5}}
-    o = vrlt.teacher_rl_overrides(job, "/m/teacher", "/m/student", "/d/t.parquet", "/c")
+    o = vrlt.teacher_rl_overrides(job, "/m/teacher", "/m/student", "/d/t.parquet", "/c", "/w/agent_loops.yaml")
     cfg = _compose("ppo_trainer", o)
+    assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == vrlt.AGENT_NAME == "rlt_teacher"
+    assert cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path == "/w/agent_loops.yaml"
+    assert cfg.data.filter_overlong_prompts is True
     assert cfg.reward.reward_manager.name == "rlt" and cfg.reward.num_workers == 1
     assert cfg.reward.reward_kwargs.lam == 3.0 and cfg.reward.reward_kwargs.student_path == "/m/student"
     assert cfg.actor_rollout_ref.rollout.n == 64 and cfg.actor_rollout_ref.rollout.temperature == 0.7
@@ -285,3 +288,140 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
 
     with pytest.raises(ConfigCompositionException):
         _compose("ppo_trainer", o + ["actor_rollout_ref.rollout.temprature=1.0"])
+
+
+# ------------------------------------------------------------------------------------------ the teacher's rollout
+
+class _Server:
+    """Stand-in for verl's ``LLMServerClient``: records each request, answers with fixed token ids."""
+
+    def __init__(self, answer, logprobs=None):
+        self.answer, self.logprobs, self.requests = answer, logprobs, []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        from verl.workers.rollout.replica import TokenOutput
+
+        self.requests.append((list(prompt_ids), dict(sampling_params)))
+        return TokenOutput(token_ids=list(self.answer), log_probs=self.logprobs, extra_fields={"seen": True})
+
+
+def _agent_loop(tok, tmp_path, server, prompt_length=512, response_length=64):
+    """The teacher's loop built as verl's agent-loop worker builds it: the YAML entry instantiated by Hydra with
+    the worker's keyword arguments, over a trainer config composed from verl's own yaml with our overrides."""
+    import hydra
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
+
+    loops = vrlt.write_agent_loop_config(tmp_path / "agent_loops.yaml")
+    job = {"teacher_rl": {"steps": 2, "question_batch": 2, "n_samples": 4, "lr": 1e-6, "max_new_tokens": response_length},
+           "verl": {"max_prompt_length": prompt_length}}
+    cfg = _compose("ppo_trainer", vrlt.teacher_rl_overrides(job, "/m/t", "/m/s", "/d/t.parquet", "/c", str(loops)))
+    (entry,) = [e for e in OmegaConf.load(loops) if e.name == cfg.actor_rollout_ref.rollout.agent.default_agent_loop]
+    return hydra.utils.instantiate(config={"_target_": entry["_target_"]}, trainer_config=DictConfigWrap(config=cfg),
+                                   server_manager=server, tokenizer=tok, processor=None, hf_model_type="qwen3",
+                                   dataset_cls=None, data_config=DictConfigWrap(cfg.data), tools=ToolListWrap([]))
+
+
+def test_teacher_rollout_continues_the_assistant_turn_with_the_local_engines_prompt_ids(tok, tmp_path):
+    """verl's own ``single_turn_agent`` would open a new assistant turn after the solution block; ours sends the
+    local engine's teacher prompt ids (the open turn) and returns the continuation as the response."""
+    from rlrt.backends.verl.agent_loop import RLTTeacherAgentLoop
+
+    expl = local.encode(tok, "7 + 12 = 19." + END_EXPLANATION) + [tok.eos_token_id]
+    server = _Server(expl + [5, 6, 7], logprobs=[-0.5] * (len(expl) + 3))
+    loop = _agent_loop(tok, tmp_path, server, response_length=len(expl))
+    assert isinstance(loop, RLTTeacherAgentLoop)
+    (row,) = vrlt.teacher_rl_rows([{"id": "q0", "question": Q[0], "solution": S[0], "answer": "19"}])
+    out = asyncio.run(loop.run({"temperature": 0.7, "top_p": 1.0}, raw_prompt=row["prompt"],
+                               extra_info=row["extra_info"], priority=3))
+    want = local.encode(tok, local.teacher_prompt(tok, Q[0], S[0]))
+    assert out.prompt_ids == want and server.requests == [(want, {"temperature": 0.7, "top_p": 1.0})]
+    # the prompt ends inside the teacher's turn: the solution block and the opening tag, no second turn
+    text = tok.decode(want)
+    assert text.endswith(row["prompt"][1]["content"]) and text.count("assistant") == 1
+    # what verl's own single-turn loop would have sent for the same messages: a second, empty assistant turn
+    verls = tok.decode(loop.continuous_token_builder.build_initial_tokens(row["prompt"]))
+    assert verls.count("assistant") == 2 and not verls.endswith(row["prompt"][1]["content"])
+    assert out.response_ids == expl and out.response_mask == [1] * len(expl)  # cut at response_length
+    assert out.response_logprobs == [-0.5] * len(expl) and out.extra_fields["seen"] is True
+    # the reward reads the explanation straight off the response
+    assert parse_explanation(tok.decode(out.response_ids, skip_special_tokens=True)) == "7 + 12 = 19."
+
+
+def test_teacher_rollout_refuses_to_cut_a_prompt_and_names_what_is_missing(tok, tmp_path):
+    loop = _agent_loop(tok, tmp_path, _Server([1]), prompt_length=8)
+    (row,) = vrlt.teacher_rl_rows([{"id": "q0", "question": Q[0], "solution": S[0]}])
+    with pytest.raises(ValueError, match="exceeds rollout.prompt_length=8 .*'q0'"):
+        asyncio.run(loop.run({}, raw_prompt=row["prompt"], extra_info=row["extra_info"]))
+    with pytest.raises(KeyError, match="solution"):
+        asyncio.run(loop.run({}, raw_prompt=row["prompt"], extra_info={"question": Q[0]}))
+
+
+# ------------------------------------------------------------------------ the teacher's SFT, distillation on vLLM
+
+QUESTIONS = [{"id": f"q{i}", "question": Q[i], "solution": S[i], "answer": str(19 + i),
+              "explanation": ["7 + 12 = 19.", "45 + 6 = 51. 51 + 3 = 54.", "Double nine."][i]} for i in range(3)]
+
+
+def test_teacher_sft_through_verls_dataset_factory_trains_the_local_examples(tok, tmp_path):
+    """The teacher's warm-up on verl: verl's own ``create_sft_dataset`` loads our dataset class from the overrides
+    (``data.custom_cls``) and yields the local engine's ``teacher_example`` -- prompt ending inside the teacher's
+    turn, loss on the explanation, its end tag and EOS only -- and verl's collator batches it."""
+    from verl.trainer.sft_trainer import create_sft_dataset
+    from verl.utils.dataset.dataset_utils import SFTTensorCollator
+
+    path = rlt_sft.write_parquet(rlt_sft.teacher_sft_rows(QUESTIONS), tmp_path / "teacher_sft.parquet")
+    job = {"teacher_sft": {"steps": 4, "batch_size": 2, "lr": 1e-5}, "max_length": 256, "seed": 0, "gpus": 1}
+    cfg = _compose(rlt_sft.SFT_CONFIG, rlt_sft.sft_overrides(job, "/m/teacher", str(path), "/c", 3, "teacher_sft"))
+    assert cfg.trainer.experiment_name == "rlt_teacher_sft" and cfg.data.custom_cls.name == "TeacherSFTDataset"
+    ds = create_sft_dataset(str(path), cfg.data, tok, None)
+    assert type(ds).__name__ == "TeacherSFTDataset" and len(ds) == 3
+    for i, q in enumerate(QUESTIONS):
+        ids, mask = local.teacher_example(tok, q["question"], q["solution"], q["explanation"])
+        assert ds[i]["input_ids"].tolist() == ids and ds[i]["loss_mask"].tolist() == mask
+        learned = tok.decode([t for t, m in zip(ids, mask) if m])
+        assert learned == q["explanation"] + END_EXPLANATION + tok.eos_token
+    batch = SFTTensorCollator(cfg.data.pad_mode)([ds[0], ds[1]])
+    assert batch["input_ids"].is_nested and batch["loss_mask"].values().sum() == sum(sum(ds[i]["loss_mask"].tolist())
+                                                                                       for i in (0, 1))
+    right = rlt_sft.TeacherSFTDataset(str(path), tok, {"max_length": 256, "pad_mode": "right"})
+    assert right[0]["input_ids"].shape == (256,) and right[0]["attention_mask"].sum() == len(ds[0]["input_ids"])
+    with pytest.raises(ValueError, match="data.max_length=8"):
+        rlt_sft.TeacherSFTDataset(str(path), tok, {"max_length": 8})
+    with pytest.raises(KeyError, match="explanation"):
+        rlt_sft.teacher_sft_rows([{k: v for k, v in QUESTIONS[0].items() if k != "explanation"}])
+
+
+def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
+    """Distillation / reward-rank candidates on vLLM (a stand-in engine): the local engine's teacher prompt ids
+    as token prompts, n completions per row in row order, the local sampler's settings; a short answer raises."""
+    from types import SimpleNamespace
+
+    made = {}
+
+    class LLM:
+        def generate(self, prompts, sp):
+            made["prompts"], made["sp"] = prompts, sp
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"e{i}.{j}" + END_EXPLANATION) for j in range(sp.n)])
+                    for i in range(len(prompts))]
+
+    def llm_factory(model, **kw):
+        made["engine"] = (model, kw)
+        return LLM()
+
+    out = vrlt.teacher_completions("/m/teacher", QUESTIONS, 2, 64, 0.7, 5, gpus=2, llm_factory=llm_factory,
+                                   sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
+    assert out == [[f"e{i}.0" + END_EXPLANATION, f"e{i}.1" + END_EXPLANATION] for i in range(3)]
+    assert made["prompts"] == [{"prompt_token_ids": local.encode(tok, local.teacher_prompt(tok, q["question"],
+                                                                                            q["solution"]))}
+                               for q in QUESTIONS]
+    assert vars(made["sp"]) == {"n": 2, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 64, "seed": 5}
+    assert made["engine"] == ("/m/teacher", {"tensor_parallel_size": 2, "seed": 5})
+
+    def short(model, **kw):
+        return SimpleNamespace(generate=lambda prompts, sp: [SimpleNamespace(outputs=[SimpleNamespace(text="x")])
+                                                             for _ in prompts])
+
+    with pytest.raises(ValueError, match="1 completions, expected 2"):
+        vrlt.teacher_completions("/m", QUESTIONS, 2, 64, 0.7, 5, llm_factory=short,
+                                 sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)

@@ -333,10 +333,10 @@ def _rlt_checks(cfg: dict[str, Any]) -> None:
         return
     if cfg["backend"] == "verl":
         raise ConfigError(
-            "config key 'rlt.enabled': backend verl cannot run the RLT branch yet: rlt_teacher_rl has no verl path "
-            "(verl 0.9.1's agent loop cannot continue a prompt that ends inside the assistant turn), and teacher SFT, "
-            "distillation and the reward-rank data run only on the local engine; set rlt.enabled: false or "
-            "backend: local")
+            "config key 'rlt.enabled': backend verl cannot run the RLT branch yet: every RLT stage has a verl path, "
+            "but verl 0.9.1 starts its reward-loop workers without GPUs, so the teacher RL's reward (two forward "
+            "passes of the paper's 7B models per explanation, rlrt/backends/verl/rlt.py) would run on CPU; set "
+            "rlt.enabled: false or backend: local")
     for key in ("teacher", "reward_student"):
         if rlt[key] not in cfg["backbones"]:
             raise ConfigError(f"config key 'rlt.{key}': unknown backbone {rlt[key]!r}")

@@ -29,10 +29,19 @@ def main(argv: list[str] | None = None) -> None:
     args, cfg = parse(p, argv)
     seed = int(cfg["seed"])
     seed_everything(seed)
-    teacher, tok = load_checkpoint(args.teacher)
     rows = read_jsonl(args.data)
-    expl = write_explanations(teacher, tok, rows, 1, int(cfg["max_new_tokens"]), float(cfg["temperature"]), seed,
-                              int(cfg.get("batch_size", 256)))
+    if cfg.get("backend", "local") == "verl":  # paper scale: vLLM, the same prompt ids
+        from transformers import AutoTokenizer
+
+        from rlrt.backends.verl.rlt import teacher_completions
+
+        tok = AutoTokenizer.from_pretrained(args.teacher)
+        expl = teacher_completions(args.teacher, rows, 1, int(cfg["max_new_tokens"]), float(cfg["temperature"]),
+                                   seed, int(cfg.get("gpus") or 1), tokenizer=tok)
+    else:
+        teacher, tok = load_checkpoint(args.teacher)
+        expl = write_explanations(teacher, tok, rows, 1, int(cfg["max_new_tokens"]), float(cfg["temperature"]),
+                                  seed, int(cfg.get("batch_size", 256)))
     out, failed = [], 0
     for row, (completion,) in zip(rows, expl):
         e, ok = raw_explanation(completion)

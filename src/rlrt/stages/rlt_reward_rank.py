@@ -36,16 +36,28 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(seed)
     rr = cfg["reward_rank"]
     K = int(rr["ranks"])
-    teacher, tok = load_checkpoint(args.teacher)
-    student, _ = load_checkpoint(args.student)
     rows = read_jsonl(args.data)[: int(rr["n_questions"])]
-    completions = write_explanations(teacher, tok, rows, K, int(cfg["max_new_tokens"]), float(cfg["temperature"]),
-                                     seed)
-    expl = [[parse_explanation(c) for c in group] for group in completions]
-    flat = [e for group in expl for e in group]
     rep = [r for r in rows for _ in range(K)]
-    sc = score_explanations(teacher, student, tok, [r["question"] for r in rep], [r["solution"] for r in rep], flat,
-                            float(cfg["alpha"]), float(cfg["lam"]), float(cfg["reward_temperature"]))
+    if cfg.get("backend", "local") == "verl":  # paper scale: vLLM candidates, the same reward on the GPU
+        from rlrt.backends.verl.rlt import RLTRewardSettings, RLTScorer, teacher_completions
+
+        completions = teacher_completions(args.teacher, rows, K, int(cfg["max_new_tokens"]), float(cfg["temperature"]),
+                                          seed, int(cfg.get("gpus") or 1))
+        settings = RLTRewardSettings(alpha=float(cfg["alpha"]), lam=float(cfg["lam"]),
+                                     temperature=float(cfg["reward_temperature"]))
+        scorer = RLTScorer.from_paths(args.teacher, args.student, settings)
+        expl = [[parse_explanation(c) for c in group] for group in completions]
+        sc = scorer.score([r["question"] for r in rep], [r["solution"] for r in rep],
+                          [c for group in completions for c in group])
+    else:
+        teacher, tok = load_checkpoint(args.teacher)
+        student, _ = load_checkpoint(args.student)
+        completions = write_explanations(teacher, tok, rows, K, int(cfg["max_new_tokens"]),
+                                         float(cfg["temperature"]), seed)
+        expl = [[parse_explanation(c) for c in group] for group in completions]
+        flat = [e for group in expl for e in group]
+        sc = score_explanations(teacher, student, tok, [r["question"] for r in rep], [r["solution"] for r in rep],
+                                flat, float(cfg["alpha"]), float(cfg["lam"]), float(cfg["reward_temperature"]))
     reward = sc["reward"].view(len(rows), K)
     order = torch.argsort(reward, dim=1, stable=True)  # ascending: column r-1 is rank r
     datasets: list[list[dict]] = [[] for _ in range(K)]

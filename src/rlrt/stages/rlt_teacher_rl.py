@@ -26,13 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
     args, cfg = parse(p, argv)
-    if cfg.get("backend", "local") == "verl":
-        # rlrt.backends.verl.rlt holds the reward manager (frozen student, methods.rlt_reward) and the launcher,
-        # but verl 0.9.1's agent loop renders every prompt with add_generation_prompt=True, so the teacher prompt,
-        # which ends inside the assistant turn (solution, then the explanation tag), cannot be continued there yet.
-        raise SystemExit("rlt_teacher_rl: the verl backend cannot run the RLT teacher yet (its prompt ends inside "
-                         "the assistant turn, which verl 0.9.1's agent loop cannot continue; see "
-                         "rlrt/backends/verl/rlt.py). Run this stage with backend: local, or stage a teacher.")
+    if cfg.get("backend", "local") == "verl":  # paper scale: verl's trainer, our agent loop and reward manager
+        from rlrt.backends.verl.rlt import run_teacher_rl
+
+        rows = read_jsonl(args.data)
+        run_teacher_rl(cfg, args.teacher, args.student, rows, args.out, f"{args.out}.work")  # work dir: not an output
+        write_json(args.metrics, {"summary": {"questions": len(rows), "steps": int(cfg["teacher_rl"]["steps"]),
+                                              "backend": "verl"}, "history": [], "config": cfg["teacher_rl"]})
+        return
     seed = int(cfg["seed"])
     seed_everything(seed)
     teacher, tok = load_checkpoint(args.teacher)

@@ -25,6 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
     args, cfg = parse(p, argv)
+    if cfg.get("backend", "local") == "verl":  # paper scale: verl's SFT trainer on the same examples
+        from rlrt.backends.verl.rlt_sft import run_teacher_sft
+
+        questions = read_jsonl(args.data)
+        run_teacher_sft(cfg, args.model, questions, args.out, f"{args.out}.work")  # work dir: not an output
+        write_json(args.metrics, {"summary": {"examples": len(questions), "steps": int(cfg["teacher_sft"]["steps"]),
+                                              "backend": "verl"}, "history": []})  # step metrics: verl's MLflow run
+        return
     seed_everything(int(cfg["seed"]))
     model, tok = load_checkpoint(args.model)
     examples = [teacher_example(tok, r["question"], r["solution"], r["explanation"]) for r in read_jsonl(args.data)]

@@ -99,11 +99,11 @@ def split_result(rows: Sequence[Mapping[str, Any]], prompts: Sequence[str], text
     }
 
 
-def _default_llm_factory(model: str, *, tensor_parallel_size: int, seed: int):
+def default_llm_factory(model: str, *, tensor_parallel_size: int, seed: int):
     return _vllm().LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed)
 
 
-def _default_sampling_params_factory(**kw):
+def default_sampling_params_factory(**kw):
     return _vllm().SamplingParams(**kw)
 
 
@@ -124,8 +124,8 @@ def evaluate(eval_cfg: Mapping[str, Any], *, model: str, data_paths: Sequence[st
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model))
-    sp = (sampling_params_factory or _default_sampling_params_factory)(**sampling_kwargs(cfg))
-    llm = (llm_factory or _default_llm_factory)(str(model), tensor_parallel_size=int(cfg.get("gpus") or 1),
+    sp = (sampling_params_factory or default_sampling_params_factory)(**sampling_kwargs(cfg))
+    llm = (llm_factory or default_llm_factory)(str(model), tensor_parallel_size=int(cfg.get("gpus") or 1),
                                                  seed=int(cfg["seed"]))
     result: dict[str, Any] = {"backbone": cfg["backbone"], "method": cfg["method"], "task": task, "n": n,
                               "splits": {}}

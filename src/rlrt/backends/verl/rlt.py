@@ -15,8 +15,9 @@ is put on the last valid response token by ``assemble_rm_scores``. The older ``v
 registry (batch ``__call__``) is no longer called by any 0.9.1 trainer. Since a model forward per sample is
 wasteful, :class:`RLTRewardManager` gathers the concurrent ``run_single`` calls of a worker into micro-batches.
 
-What has NEVER run (no GPU here): the manager inside verl's Ray reward workers and ``run_teacher_rl``. Known gaps,
-reported to the lead:
+What has NEVER run (no GPU here): the manager inside verl's Ray reward workers, ``run_teacher_rl`` and
+:func:`teacher_completions` on vLLM. Known gaps, reported to the lead (the first is why validation still refuses
+``backend: verl`` with the RLT branch on):
 * verl's reward workers are CPU actors (no ``num_gpus``): the frozen student and teacher then score on CPU,
   which at 7B is far too slow. Paper scale needs GPUs for these actors (a subclass of ``RewardLoopManager`` or
   a driver-side scoring hook); ``reward.num_workers`` is set to 1 so that only one copy of each model is loaded.
@@ -26,10 +27,12 @@ reported to the lead:
   needs. The two agree at step 0 and drift apart as the teacher trains.
 * ``score_explanations`` keeps (batch, length, vocabulary) logits: at 151k vocabulary and 16k-token responses
   ``micro_batch`` must be 1 and memory is still ~10 GB per pass.
-* The teacher's generation prompt ends inside its assistant turn (``teacher_prefix``): verl's agent loop always
-  renders ``add_generation_prompt=True`` after the messages, so the parquet written by
-  :func:`teacher_rl_rows` carries the prefix as a trailing assistant message that verl does NOT yet continue
-  (needs a custom agent loop or chat template: not done).
+
+The teacher's generation prompt ends inside its assistant turn (``teacher_prefix``), which verl's own
+``single_turn_agent`` cannot continue (it always opens a fresh assistant turn): the rollout goes through
+``rlrt.backends.verl.agent_loop.RLTTeacherAgentLoop`` (:data:`AGENT_NAME`), which builds the local engine's very
+prompt ids; :func:`teacher_rl_overrides` makes it verl's default loop through the file
+:func:`write_agent_loop_config` writes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, fields
@@ -52,6 +56,8 @@ from rlrt.tasks.rlt_format import parse_explanation, teacher_prefix
 log = logging.getLogger("rlrt.verl.rlt")
 
 REWARD_MANAGER = "rlt"  # verl ``reward.reward_manager.name``
+AGENT_NAME = "rlt_teacher"  # verl ``rollout.agent.default_agent_loop`` of the teacher's RL
+AGENT_LOOP_TARGET = "rlrt.backends.verl.agent_loop.RLTTeacherAgentLoop"  # what verl's workers instantiate for it
 
 
 @dataclass(frozen=True)
@@ -193,9 +199,10 @@ def sample_fields(data) -> tuple[list[str], list[str]]:
 def teacher_rl_rows(rows: Sequence[dict], data_source: str = "rlt_teacher") -> list[dict]:
     """RLT question rows (id, question, solution, answer) -> verl RL parquet rows.
 
-    ``prompt`` is the teacher's chat: the user turn, then its assistant text up to the explanation (see the
-    module docstring: verl does not yet continue that trailing assistant message). ``extra_info`` carries what
-    the reward needs; ``reward_model.ground_truth`` is the answer (unused by the RLT reward, required by verl).
+    ``prompt`` is the teacher's chat: the user turn, then its assistant text up to the explanation (what verl's
+    dataset measures and filters by length; the rollout itself renders the prompt from ``extra_info`` through
+    :data:`AGENT_LOOP_TARGET`). ``extra_info`` carries what the agent loop and the reward need;
+    ``reward_model.ground_truth`` is the answer (unused by the RLT reward, required by verl).
     """
     out = []
     for i, r in enumerate(rows):
@@ -210,6 +217,42 @@ def teacher_rl_rows(rows: Sequence[dict], data_source: str = "rlt_teacher") -> l
             "reward_model": {"style": "model", "ground_truth": str(r.get("answer", ""))},
             "extra_info": {"id": str(r["id"]), "index": i, "question": r["question"], "solution": r["solution"]},
         })
+    return out
+
+
+def teacher_completions(model: str, rows: Sequence[dict], n: int, max_new_tokens: int, temperature: float, seed: int,
+                        gpus: int = 1, *, llm_factory=None, sampling_params_factory=None,
+                        tokenizer=None) -> list[list[str]]:
+    """``n`` raw teacher completions per (question, solution) row with vLLM: the paper-scale twin of the local
+    engine's ``write_explanations`` (the distillation data, the reward-rank candidates).
+
+    Prompts are the local engine's teacher prompt ids (``teacher_prompt``: the chat's generation prompt, then the
+    solution block and the open explanation tag), handed to vLLM as token ids so that no template or special token
+    differs; sampling as the local sampler's (temperature, no top-p / top-k cut). ``llm_factory(model,
+    tensor_parallel_size=, seed=)`` / ``sampling_params_factory(**kw)`` default to vLLM (tests pass stand-ins);
+    ``tokenizer`` to the model's. A missing or short output raises (a shifted list would pair explanations with
+    the wrong questions). NEVER RUN with vLLM (no GPU here)."""
+    from rlrt.backends.local.rlt import encode, teacher_prompt
+    from rlrt.backends.verl.evaluate import default_llm_factory, default_sampling_params_factory
+
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model))
+    prompts = [{"prompt_token_ids": encode(tokenizer, teacher_prompt(tokenizer, r["question"], r["solution"]))}
+               for r in rows]
+    sp = (sampling_params_factory or default_sampling_params_factory)(
+        n=int(n), temperature=float(temperature), top_p=1.0, top_k=-1, max_tokens=int(max_new_tokens), seed=int(seed))
+    llm = (llm_factory or default_llm_factory)(str(model), tensor_parallel_size=int(gpus), seed=int(seed))
+    outputs = llm.generate(prompts, sp)
+    if len(outputs) != len(rows):
+        raise ValueError(f"vLLM returned {len(outputs)} outputs for {len(rows)} teacher prompts")
+    out = []
+    for i, o in enumerate(outputs):
+        texts = [c.text for c in o.outputs]
+        if len(texts) != n:
+            raise ValueError(f"teacher prompt {i} (id {rows[i].get('id')!r}): {len(texts)} completions, expected {n}")
+        out.append(texts)
     return out
 
 
@@ -288,12 +331,22 @@ if _register is not None:
 # ----------------------------------------------------------------------------------------------------------------
 # Thin entry point (NEVER RUN: needs GPUs, vLLM and verl's Ray trainer)
 
+def write_agent_loop_config(path: str | os.PathLike) -> Path:
+    """The ``rollout.agent.agent_loop_config_path`` file: verl's agent-loop workers build :data:`AGENT_LOOP_TARGET`
+    (with Hydra) for the agent name :data:`AGENT_NAME`."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(f"- name: {AGENT_NAME}\n  _target_: {AGENT_LOOP_TARGET}\n")
+    return p
+
+
 def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_path: str, train_file: str,
-                         ckpt_dir: str) -> list[str]:
+                         ckpt_dir: str, agent_loop_config: str) -> list[str]:
     """Hydra overrides for ``verl.trainer.main_ppo`` running RLT's teacher GRPO (RLT paper App.; SakanaAI/RLT:
     16 prompts x 64 samples, lr 1e-6, temperature 0.7, (r - mean)/(std + 1e-4), beta 0.04 KL to the SFT teacher).
 
-    ``job_cfg``: ``teacher_rl`` (the rlt block), ``seed``, ``gpus``, ``verl`` (the paper overlay's block).
+    ``job_cfg``: ``teacher_rl`` (the rlt block), ``seed``, ``gpus``, ``verl`` (the paper overlay's block);
+    ``agent_loop_config``: the file :func:`write_agent_loop_config` wrote (the rollout continues the teacher's turn).
     """
     rl = job_cfg["teacher_rl"]
     v = job_cfg.get("verl") or {}
@@ -311,6 +364,9 @@ def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_pat
         f"actor_rollout_ref.rollout.name={rollout.get('name', 'vllm')}",
         f"actor_rollout_ref.rollout.tensor_model_parallel_size={int(rollout.get('tensor_model_parallel_size', 1))}",
         f"actor_rollout_ref.rollout.gpu_memory_utilization={float(rollout.get('gpu_memory_utilization', 0.6))}",
+        f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_NAME}",
+        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={agent_loop_config}",
+        "data.filter_overlong_prompts=True",  # the agent loop refuses a prompt it would have to cut
         f"actor_rollout_ref.actor.optim.lr={float(rl['lr'])}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
         f"actor_rollout_ref.actor.clip_ratio_low={float(rl.get('clip_low', 0.2))}",
@@ -344,19 +400,31 @@ def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_pat
 
 
 def run_teacher_rl(job_cfg: dict[str, Any], teacher_path: str, student_path: str, data_rows: Sequence[dict],
-                   work_dir: str | os.PathLike) -> int:
-    """Write the teacher's RL parquet and run ``python -m verl.trainer.main_ppo`` with :func:`teacher_rl_overrides`.
+                   out: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
+    """The teacher's RL on verl: the RL parquet, ``python -m verl.trainer.main_ppo`` with
+    :func:`teacher_rl_overrides` (rollouts through :data:`AGENT_LOOP_TARGET`, rewards through
+    :class:`RLTRewardManager`), then the last actor checkpoint merged into a HF folder at ``out``.
 
-    NEVER RUN (no GPU here). Returns verl's exit status; the checkpoints live under ``work_dir/ckpt`` (outside
-    the rule's outputs, so that a requeued job resumes). Known blocker: the assistant prefix of the teacher
-    prompt (module docstring).
+    NEVER RUN (no GPU here). The checkpoints live under ``work_dir/ckpt`` (outside the rule's outputs, so that a
+    requeued job resumes with ``resume_mode=auto``) and are removed once ``out`` is written. Step metrics go to
+    verl's logger (MLflow under ``MLFLOW_TRACKING_URI`` when tracking is on).
     """
     from rlrt.backends.verl.rlt_sft import write_parquet
+    from rlrt.backends.verl.train import merge_checkpoint
 
     work = Path(work_dir)
     train = work / "teacher_rl.parquet"
     write_parquet(teacher_rl_rows(data_rows), train)
+    loops = write_agent_loop_config(work / "agent_loops.yaml")
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
-           *teacher_rl_overrides(job_cfg, teacher_path, student_path, str(train), str(work / "ckpt"))]
+           *teacher_rl_overrides(job_cfg, teacher_path, student_path, str(train), str(work / "ckpt"), str(loops))]
+    env = dict(os.environ)
+    uri = (job_cfg.get("tracking") or {}).get("uri")
+    if uri:  # else the workflow's MLFLOW_TRACKING_URI, inherited
+        env["MLFLOW_TRACKING_URI"] = str(uri)
     log.info("verl teacher RL: %s", " ".join(cmd))
-    return subprocess.call(cmd)
+    subprocess.run(cmd, check=True, env=env)
+    steps = int(job_cfg["teacher_rl"]["steps"])
+    merge_checkpoint(work / "ckpt" / f"global_step_{steps}" / "actor", Path(out))
+    shutil.rmtree(work / "ckpt", ignore_errors=True)  # the run is complete: its resume state is no longer needed
+    return Path(out)
