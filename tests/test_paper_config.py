@@ -70,7 +70,7 @@ def jobs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rlt_jobs(tmp_path_factory):
-    """The RLT branch at the paper's sizes, planned on the local backend (paper.yaml keeps it off on verl)."""
+    """The RLT branch at the paper's sizes, planned on the local backend (the same plan as on verl)."""
     return dry_run(tmp_path_factory.mktemp("paper_rlt"), overlay="backend: local\nrlt: {enabled: true}\n")
 
 
@@ -94,10 +94,11 @@ def test_paper_matrix_job_counts(jobs, paper):
     assert counts["evaluate"] == 4 + 12 + 2 + 1
     assert counts["claims"] == 1
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
-    assert counts["prepare_dataset"] == 1 + 6  # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits)
-    assert counts["backbone"] == 4  # the four Qwen3 models
+    # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits), Bespoke-Stratos-17k (RLT)
+    assert counts["prepare_dataset"] == 1 + 6 + 1
+    assert counts["backbone"] == 4 + 2  # the four Qwen3 models, Qwen2.5-7B / 32B-Instruct (RLT)
     assert counts["prepare_data"] == counts["tokenizer"] == 0  # no synthetic data, no stand-in tokenizer
-    assert not [r for r in counts if r.startswith("rlt_")]  # rlt.enabled: false (the teacher RL reward has no GPU on verl yet)
+    assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1  # the RLT branch, on verl too
     for rule in ("table1", "table3", "table4", "sweeps_table", "fig5", "fig8", "fig9",
                  "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
         assert counts[rule] == 1, rule
@@ -178,12 +179,19 @@ def test_rlt_branch_at_paper_sizes(rlt_jobs, paper):
             assert int(j["resources"]["gpu"]) == want["gpus"] > 0, j
 
 
-def test_verl_refuses_the_rlt_branch_before_any_job(paper):
+def test_verl_rlt_branch_needs_a_gpu_for_the_trainer_beside_the_reward_worker(paper):
+    """The teacher's RL on verl gives its reward worker GPUs of the rlt_train job: a job that leaves none to the
+    trainer stops at validation, naming the resource."""
     import copy
 
     from rlrt.config import ConfigError, validate
 
+    validate(copy.deepcopy(paper))
     cfg = copy.deepcopy(paper)
-    cfg["rlt"]["enabled"] = True
-    with pytest.raises(ConfigError, match=r"^config key 'rlt.enabled': backend verl cannot run the RLT branch"):
+    cfg["resources"]["rlt_train"]["gpus"] = 1
+    with pytest.raises(ConfigError, match=r"^config key 'resources.rlt_train.gpus': 1 GPU\(s\) leave none"):
+        validate(cfg)
+    cfg["verl"]["rlt_reward_gpus"] = 2
+    cfg["resources"]["rlt_train"]["gpus"] = 2
+    with pytest.raises(ConfigError, match="reward worker's 2"):
         validate(cfg)

@@ -275,7 +275,13 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == vrlt.AGENT_NAME == "rlt_teacher"
     assert cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path == "/w/agent_loops.yaml"
     assert cfg.data.filter_overlong_prompts is True
-    assert cfg.reward.reward_manager.name == "rlt" and cfg.reward.num_workers == 1
+    assert cfg.reward.reward_manager.source == "importlib" and cfg.reward.num_workers == 1
+    assert cfg.reward.reward_manager.name == "RLTRewardManager" and cfg.rlrt.reward_gpus == 1
+    assert cfg.trainer.n_gpus_per_node == 3  # 4 for the job, 1 of them the reward worker's
+    # what verl's reward workers do with it: load the class from the file, not from a registry only we filled
+    from verl.trainer.ppo.reward import resolve_reward_manager_cls
+
+    assert resolve_reward_manager_cls(cfg).__name__ == "RLTRewardManager"
     assert cfg.reward.reward_kwargs.lam == 3.0 and cfg.reward.reward_kwargs.student_path == "/m/student"
     assert cfg.actor_rollout_ref.rollout.n == 64 and cfg.actor_rollout_ref.rollout.temperature == 0.7
     assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.actor_rollout_ref.actor.kl_loss_coef == 0.04
@@ -288,6 +294,34 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
 
     with pytest.raises(ConfigCompositionException):
         _compose("ppo_trainer", o + ["actor_rollout_ref.rollout.temprature=1.0"])
+    with pytest.raises(ValueError, match="none left for the trainer"):
+        vrlt.teacher_rl_overrides({**job, "gpus": 1}, "/m/teacher", "/m/student", "/d/t.parquet", "/c", "/w/a.yaml")
+
+
+def test_reward_loop_workers_get_their_gpus():
+    """verl starts reward-loop workers without GPUs (Ray then hides every GPU from them); ours ask for them."""
+    from types import SimpleNamespace
+
+    cls = vrlt.reward_loop_manager_class(1)
+    from verl.experimental.reward_loop import RewardLoopManager
+
+    assert issubclass(cls, RewardLoopManager)
+    asked = []
+
+    class Worker:
+        def options(self, **kw):
+            asked.append(kw)
+            return SimpleNamespace(remote=lambda config, address: SimpleNamespace(
+                args=(config, address), __ray_ready__=SimpleNamespace(remote=lambda: "ready")))
+
+    mgr = object.__new__(cls)
+    mgr.config = SimpleNamespace(reward=SimpleNamespace(num_workers=2))
+    mgr.reward_router_address, mgr.reward_loop_workers_class = "addr", Worker()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ray.get", lambda refs: refs)
+        mgr._init_reward_loop_workers()
+    assert asked == [{"name": "reward_loop_worker_0", "num_gpus": 1.0}, {"name": "reward_loop_worker_1", "num_gpus": 1.0}]
+    assert [w.args for w in mgr.reward_loop_workers] == [(mgr.config, "addr")] * 2
 
 
 # ------------------------------------------------------------------------------------------ the teacher's rollout
@@ -314,7 +348,7 @@ def _agent_loop(tok, tmp_path, server, prompt_length=512, response_length=64):
 
     loops = vrlt.write_agent_loop_config(tmp_path / "agent_loops.yaml")
     job = {"teacher_rl": {"steps": 2, "question_batch": 2, "n_samples": 4, "lr": 1e-6, "max_new_tokens": response_length},
-           "verl": {"max_prompt_length": prompt_length}}
+           "verl": {"max_prompt_length": prompt_length}, "gpus": 2}
     cfg = _compose("ppo_trainer", vrlt.teacher_rl_overrides(job, "/m/t", "/m/s", "/d/t.parquet", "/c", str(loops)))
     (entry,) = [e for e in OmegaConf.load(loops) if e.name == cfg.actor_rollout_ref.rollout.agent.default_agent_loop]
     return hydra.utils.instantiate(config={"_target_": entry["_target_"]}, trainer_config=DictConfigWrap(config=cfg),

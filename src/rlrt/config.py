@@ -331,12 +331,13 @@ def _rlt_checks(cfg: dict[str, Any]) -> None:
     rlt = cfg.get("rlt")
     if not rlt or not rlt.get("enabled", True):
         return
-    if cfg["backend"] == "verl":
-        raise ConfigError(
-            "config key 'rlt.enabled': backend verl cannot run the RLT branch yet: every RLT stage has a verl path, "
-            "but verl 0.9.1 starts its reward-loop workers without GPUs, so the teacher RL's reward (two forward "
-            "passes of the paper's 7B models per explanation, rlrt/backends/verl/rlt.py) would run on CPU; set "
-            "rlt.enabled: false or backend: local")
+    if cfg["backend"] == "verl":  # the teacher's RL: its reward worker takes GPUs of the job, the trainer the rest
+        res = cfg.get("resources") or {}
+        gpus = int({**(res.get("default") or {}), **(res.get("rlt_train") or {})}.get("gpus") or 0)
+        reward = int((cfg.get("verl") or {}).get("rlt_reward_gpus", 1))
+        if gpus <= reward:
+            raise ConfigError(f"config key 'resources.rlt_train.gpus': {gpus} GPU(s) leave none for the RLT teacher's "
+                              f"trainer next to its reward worker's {reward} (verl.rlt_reward_gpus)")
     for key in ("teacher", "reward_student"):
         if rlt[key] not in cfg["backbones"]:
             raise ConfigError(f"config key 'rlt.{key}': unknown backbone {rlt[key]!r}")

@@ -325,7 +325,68 @@ class RLTRewardManager(_ManagerBase):
 
 
 if _register is not None:
-    _register(REWARD_MANAGER)(RLTRewardManager)
+    from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER as _REGISTERED
+
+    if REWARD_MANAGER not in _REGISTERED:  # verl's workers load this file by path (a second module object)
+        _register(REWARD_MANAGER)(RLTRewardManager)
+
+
+def reward_loop_manager_class(reward_gpus: float):
+    """verl's ``RewardLoopManager`` whose reward-loop workers each hold ``reward_gpus`` GPUs.
+
+    verl 0.9.1 starts them as plain Ray actors (no ``num_gpus``): Ray then hides every GPU from them, and the RLT
+    reward's two model passes would run on CPU. With GPUs left outside the trainer's pool (the job asks for
+    ``trainer.n_gpus_per_node`` + ``reward_gpus`` x ``reward.num_workers``) each worker gets its own and
+    :class:`RLTScorer` loads the models there (bf16)."""
+    import ray
+    from verl.experimental.reward_loop import RewardLoopManager
+
+    class RLTRewardLoopManager(RewardLoopManager):
+        def _init_reward_loop_workers(self):
+            self.reward_loop_workers = [
+                self.reward_loop_workers_class.options(name=f"reward_loop_worker_{i}", num_gpus=float(reward_gpus))
+                .remote(self.config, self.reward_router_address)
+                for i in range(int(self.config.reward.num_workers))]
+            ray.get([w.__ray_ready__.remote() for w in self.reward_loop_workers])  # fail now if no GPU is free
+
+    return RLTRewardLoopManager
+
+
+def _task_runner():
+    import ray
+    import verl.experimental.reward_loop as reward_loop
+    import verl.trainer.main_ppo_v0 as v0
+
+    class _Runner(v0.TaskRunner.__ray_actor_class__):
+        """verl's TaskRunner with the reward-loop manager of :func:`reward_loop_manager_class` (``RayPPOTrainer``
+        imports it by name from ``verl.experimental.reward_loop`` when it builds its workers)."""
+
+        def run(self, config):
+            reward_loop.RewardLoopManager = reward_loop_manager_class(float(config.rlrt.reward_gpus))
+            return super().run(config)
+
+    return ray.remote(_Runner)
+
+
+def main() -> None:
+    """``python -m rlrt.backends.verl.rlt <hydra overrides>``: verl's ``main_ppo`` (plain GRPO: the teacher's RL
+    needs no method step) with the reward-loop workers on GPUs (``rlrt.reward_gpus``)."""
+    import hydra
+    from verl.trainer import main_ppo
+
+    @hydra.main(config_path=os.path.join(os.path.dirname(main_ppo.__file__), "config"), config_name="ppo_trainer",
+                version_base=None)
+    def _main(config):
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import validate_config
+        from verl.utils.device import auto_set_device
+
+        auto_set_device(config)
+        validate_config(config=config, use_reference_policy=need_reference_policy(config),
+                        use_critic=need_critic(config))
+        main_ppo.run_ppo(config, task_runner_class=_task_runner())
+
+    _main()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,6 +416,11 @@ def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_pat
     mini = int(rl.get("mini_batch", q))
     beta = float(rl.get("beta", 0.04))
     rollout = v.get("rollout", {})
+    gpus, reward_gpus = int(job_cfg.get("gpus") or 1), int(v.get("rlt_reward_gpus", 1))
+    train_gpus = gpus - reward_gpus
+    if train_gpus < 1:
+        raise ValueError(f"RLT teacher RL on verl: {gpus} GPU(s) for the job, {reward_gpus} for the reward worker "
+                         f"(verl.rlt_reward_gpus): none left for the trainer; give rlt_train more GPUs")
     o = [
         f"data.train_files={train_file}", "data.val_files=null", f"data.train_batch_size={q}",
         f"data.max_prompt_length={int(v.get('max_prompt_length', 2048))}",
@@ -382,14 +448,19 @@ def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_pat
         f"actor_rollout_ref.actor.use_kl_loss={beta > 0}", f"actor_rollout_ref.actor.kl_loss_coef={beta}",
         "actor_rollout_ref.actor.kl_loss_type=low_var_kl",  # k3, as the local engine
         "algorithm.adv_estimator=grpo", "algorithm.norm_adv_by_std_in_grpo=True", "algorithm.use_kl_in_reward=False",
-        f"reward.reward_manager.name={REWARD_MANAGER}", "reward.num_workers=1",
+        # loaded by file path in every reward worker (a name in verl's registry would exist only where this module
+        # was imported); one worker, on its own GPUs (reward_loop_manager_class), so one copy of each model
+        "reward.reward_manager.source=importlib",
+        f"reward.reward_manager.module.path={Path(__file__).resolve().with_name('rlt_reward_manager.py')}",
+        f"reward.reward_manager.name={RLTRewardManager.__name__}", "reward.num_workers=1",
+        f"++rlrt.reward_gpus={reward_gpus}",
         f"+reward.reward_kwargs.teacher_path={teacher_path}", f"+reward.reward_kwargs.student_path={student_path}",
         f"+reward.reward_kwargs.alpha={s.alpha}", f"+reward.reward_kwargs.lam={s.lam}",
         f"+reward.reward_kwargs.temperature={s.temperature}",
         f"+reward.reward_kwargs.missing_tag_penalty={s.missing_tag_penalty}",
         f"+reward.reward_kwargs.micro_batch={s.micro_batch}",
         f"trainer.total_training_steps={int(rl['steps'])}", f"trainer.default_local_dir={ckpt_dir}",
-        f"trainer.n_gpus_per_node={int(job_cfg.get('gpus', 1))}", "trainer.nnodes=1",
+        f"trainer.n_gpus_per_node={train_gpus}", "trainer.nnodes=1",
         f"trainer.save_freq={int(v.get('save_freq', 10))}", "trainer.resume_mode=auto",
         "trainer.project_name=rlrt", "trainer.experiment_name=rlt_teacher_rl", "trainer.test_freq=-1",
         "trainer.val_before_train=False",
@@ -416,7 +487,7 @@ def run_teacher_rl(job_cfg: dict[str, Any], teacher_path: str, student_path: str
     train = work / "teacher_rl.parquet"
     write_parquet(teacher_rl_rows(data_rows), train)
     loops = write_agent_loop_config(work / "agent_loops.yaml")
-    cmd = [sys.executable, "-m", "verl.trainer.main_ppo",
+    cmd = [sys.executable, "-m", "rlrt.backends.verl.rlt",
            *teacher_rl_overrides(job_cfg, teacher_path, student_path, str(train), str(work / "ckpt"), str(loops))]
     env = dict(os.environ)
     uri = (job_cfg.get("tracking") or {}).get("uri")
@@ -428,3 +499,7 @@ def run_teacher_rl(job_cfg: dict[str, Any], teacher_path: str, student_path: str
     merge_checkpoint(work / "ckpt" / f"global_step_{steps}" / "actor", Path(out))
     shutil.rmtree(work / "ckpt", ignore_errors=True)  # the run is complete: its resume state is no longer needed
     return Path(out)
+
+
+if __name__ == "__main__":
+    main()
