@@ -1,27 +1,38 @@
-"""SDPO / SRPO on verl: the tensor part of the worker-side loss, and the verl loss-mode names it will answer to.
+"""SDPO / SRPO on verl: the worker-side loss, and the verl loss-mode names it answers to.
 
 SDPO's top-K JSD (``rlrt.methods.distill``) needs, in every micro-batch, the *current* student's logits (its top-K
 indices) and the teacher view's logits at the same positions. verl 0.9.1's ``register_policy_loss`` functions
-only receive sampled-token log-probs (``old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
-rollout_is_weights``), so the objective cannot be a policy-loss function; it needs a whole-batch loss
-(``ActorRolloutRefWorker.set_loss_fn``) that runs the teacher-view forward (prompt-with-context ⊕ response) next
-to the student forward. Done here: :func:`micro_batch_loss`, the pure function such a worker loss calls -- the
-registered objective's ``terms`` (``rlrt.methods.objectives``) and ``losses.agg_loss`` over the plan's loss mask,
-exactly the local engine's micro-batch (``rlrt.backends.local.ppo.ppo_update``, without its accumulation scale).
+only receive sampled-token log-probs, so the objective cannot be a policy-loss function. What verl does offer:
+its engine workers call the actor's loss function (``ActorRolloutRefWorker.set_loss_fn``) twice per micro-batch
+when the micro-batch's ``distillation_use_topk`` flag is set -- first as a *logits processor*
+(``loss_fn(student_logits=(1, nnz, V), data=micro_batch)``, the packed sequences' logits divided by the rollout
+temperature, with gradient; it returns per-token tensors that become ``model_output`` entries), then as the loss
+(``loss_fn(model_output=, data=, dp_group=)`` -> (scalar, metrics)). :class:`WorkerLoss` is that function:
 
-NOT done (needs a GPU to develop and test): the worker wiring -- carrying the teacher-view ids and the plan
-(``distill_rows``, ``distill_weight``, ``loss_mask``) through verl's no-padding tensordict to the actor, the
-second forward inside the micro-batch, and the frozen teacher (verl's ref worker, ``use_kl_loss`` with a zero
-coefficient). Until then :data:`LOSS_MODES`'s names are registered (``rlrt.backends.verl.plugin``) with
-:func:`not_wired`, which raises on first use with this explanation, and ``rlrt.backends.verl.trainer`` refuses
-SDPO / SRPO at start.
+1. processor: the response logits (verl's own ``no_padding_2_padding``), the teacher view's logits from a frozen
+   copy of the initial policy (SDPO's teacher at EMA rate 0; loaded once per worker, or given) run on the
+   teacher-view ids the trainer put in the batch, and the registered objective's ``terms`` -- the very function
+   the local engine's micro-batch calls (:func:`micro_batch_loss`) -- give the per-token loss (b, R), scattered
+   back to the packed positions;
+2. loss: that per-token loss aggregated with verl's own ``agg_loss`` over the plan's loss mask and verl's global
+   batch normalisation (as verl's ``ppo_loss``); a mini-batch with no loss token gives 0, not 0/0.
+
+Batch fields it reads besides verl's (``old_log_probs``, ``advantages``, ``response_mask``, ``prompts``,
+``responses``): :data:`FIELDS` (the plan's rows and weights, the teacher-view ids).
+
+NOT done: the trainer side -- putting those fields and the flag in the update batch and ``set_loss_fn`` on the
+actor workers (``rlrt.backends.verl.trainer`` still refuses SDPO / SRPO at start, and the plugin registers the
+loss-mode names with :func:`not_wired`). Nothing here has run on a GPU; ``tests/test_verl_backend.py`` drives
+:class:`WorkerLoss` through verl's own no-padding layout on CPU and checks the loss and the gradients against the
+local engine's micro-batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor
 
 from rlrt.backends.verl.overrides import LOSS_MODES as VERL_LOSS_MODES
@@ -60,3 +71,125 @@ def not_wired(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="
     """verl policy-loss stand-in for SDPO / SRPO: raises (see the module docstring)."""
     raise NotImplementedError("rlrt: SDPO/SRPO's top-K JSD is not wired into verl's actor (it needs the teacher's "
                               "logits per micro-batch, not a policy-loss function); use backend: local")
+
+
+FIELDS = {
+    "pg_rows": "rlrt_pg_rows",                   # (B,) the plan's surrogate rows
+    "distill_rows": "rlrt_distill_rows",         # (B,) the plan's distilling rows
+    "distill_weight": "rlrt_distill_weight",     # (B, R) per-token weight of the distillation term
+    "loss_mask": "rlrt_loss_mask",               # (B, R) tokens of the token-mean
+    "teacher_input_ids": "rlrt_teacher_input_ids",            # (B, P' + R) teacher prompt (left-padded) + response
+    "teacher_attention_mask": "rlrt_teacher_attention_mask",  # (B, P' + R)
+    "teacher_position_ids": "rlrt_teacher_position_ids",      # (B, P' + R)
+}
+"""Update-batch keys :class:`WorkerLoss` reads (padded tensors, in the batch's row order)."""
+TOKEN_LOSS = "rlrt_token_loss"
+"""The ``model_output`` entry the processor call returns (per packed token)."""
+
+
+def _padded(x: Tensor) -> Tensor:
+    return x.to_padded_tensor(0.0) if x.is_nested else x
+
+
+def _f32(x: Tensor) -> Tensor:
+    """At least float32 (bf16 logits on a GPU are lifted; float64 stays)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def scatter_packed(token_values: Tensor, data) -> Tensor:
+    """(b, R) response values -> (1, nnz) over the packed sequences, at the positions verl's
+    ``no_padding_2_padding`` reads them from (the logit of position t predicts token t + 1); 0 elsewhere."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    nnz = int(data["input_ids"].values().shape[0])
+    index = torch.arange(nnz, device=token_values.device, dtype=torch.float32)
+    where = no_padding_2_padding(index, data).long()  # (b, R) packed position of each response slot
+    valid = torch.zeros_like(where, dtype=torch.bool)
+    lens = _response_lengths(data)
+    for i, n in enumerate(lens.tolist()):
+        valid[i, :n] = True
+    out = token_values.new_zeros(nnz)
+    return out.index_put((where[valid],), token_values[valid]).unsqueeze(0)
+
+
+def _response_lengths(data) -> Tensor:
+    r = data["responses"]
+    if r.is_nested:
+        return r.offsets().diff()
+    return data["attention_mask"][:, -r.shape[1]:].sum(-1)
+
+
+class WorkerLoss:
+    """The actor's loss function for a distilling objective on verl's engine workers (module docstring).
+
+    ``config``: verl's ``ActorConfig`` (``loss_agg_mode``, ``clip_ratio_*``, ``global_batch_info``);
+    ``objective``/``settings``: the registered objective (``sdpo`` | ``srpo``) and the method's settings;
+    ``temperature``: the rollout temperature verl divided the logits by; ``teacher``: a frozen causal LM, or
+    ``teacher_path`` to load one on first use (bf16 on a GPU, fp32 on CPU)."""
+
+    def __init__(self, config: Any, objective: str, settings: object, temperature: float, *,
+                 teacher: Optional[torch.nn.Module] = None, teacher_path: Optional[str] = None):
+        if teacher is None and not teacher_path:
+            raise ValueError("WorkerLoss: give the frozen teacher or its path")
+        self.config, self.objective, self.settings = config, objective, settings
+        self.temperature = float(temperature)
+        self._teacher, self.teacher_path = teacher, teacher_path
+
+    def teacher(self, device: torch.device) -> torch.nn.Module:
+        if self._teacher is None:
+            from transformers import AutoModelForCausalLM
+
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+            self._teacher = AutoModelForCausalLM.from_pretrained(self.teacher_path, dtype=dtype)
+            self._teacher = self._teacher.to(device).eval().requires_grad_(False)
+        return self._teacher
+
+    def __call__(self, model_output=None, data=None, dp_group=None, student_logits: Optional[Tensor] = None,
+                 data_format: str = "thd"):
+        if student_logits is not None:
+            return {TOKEN_LOSS: scatter_packed(self.token_loss(student_logits, data), data)}
+        return self.aggregate(model_output, data)
+
+    def _teacher_logits(self, data, R: int) -> Tensor:
+        ids = data[FIELDS["teacher_input_ids"]]
+        model = self.teacher(ids.device)
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=data[FIELDS["teacher_attention_mask"]],
+                        position_ids=data[FIELDS["teacher_position_ids"]], use_cache=False)
+        P = ids.shape[1] - R
+        return _f32(out.logits[:, P - 1: P - 1 + R]) / self.temperature  # as verl divides the student's
+
+    def token_loss(self, student_logits: Tensor, data) -> Tensor:
+        """(1, nnz, V) packed student logits (already / temperature) -> (b, R) per-token loss of the objective."""
+        from verl.workers.utils.padding import no_padding_2_padding
+
+        logits = no_padding_2_padding(student_logits.squeeze(0), data)  # (b, R, V)
+        R = logits.shape[1]
+        responses = _padded(data["responses"])[:, :R].long()
+        logits = _f32(logits)
+        logp = torch.log_softmax(logits, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        plan = Plan(data[FIELDS["pg_rows"]].bool(), data[FIELDS["distill_rows"]].bool(),
+                    _f32(data[FIELDS["distill_weight"]]), data[FIELDS["loss_mask"]])
+        c = self.config
+        mb = MicroBatch(logits, logp, _f32(_padded(data["old_log_probs"])), _f32(_padded(data["advantages"])),
+                        _padded(data["response_mask"]), plan, lambda: self._teacher_logits(data, R), 1.0,
+                        float(c.clip_ratio_low), float(c.clip_ratio_high), float(c.clip_ratio_c))
+        return get_objective(self.objective).terms(mb, self.settings).token_loss
+
+    def aggregate(self, model_output, data) -> tuple[Tensor, dict]:
+        """verl's loss call: the per-token loss over the plan's loss mask with verl's ``agg_loss`` and its global
+        batch normalisation (``dp_size``, ``batch_num_tokens``: the update batch's ``response_mask`` is the plan's
+        loss mask, so verl counts the same tokens)."""
+        from verl.trainer.ppo.core_algos import agg_loss as verl_agg_loss
+        from verl.utils.metric import AggregationType, Metric
+        from verl.workers.utils.padding import no_padding_2_padding
+
+        tl = no_padding_2_padding(model_output[TOKEN_LOSS], data)
+        mask = data[FIELDS["loss_mask"]].to(tl.dtype)
+        info = {"dp_size": data["dp_size"], "batch_num_tokens": data["batch_num_tokens"],
+                "global_batch_size": data["global_batch_size"], "loss_scale_factor": self.config.loss_scale_factor}
+        if info["batch_num_tokens"] is not None and float(info["batch_num_tokens"]) == 0:
+            loss = (tl * 0.0).sum()  # no loss token in this mini-batch: zero, on the graph
+        else:
+            loss = verl_agg_loss(loss_mat=tl, loss_mask=mask, loss_agg_mode=self.config.loss_agg_mode, **info)
+        return loss, {"actor/pg_loss": Metric(value=loss.detach(), aggregation=AggregationType.SUM)}
