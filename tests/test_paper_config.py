@@ -85,13 +85,14 @@ def test_paper_matrix_job_counts(jobs, paper):
     from rlrt.config import planned_runs
 
     counts = Counter(j["rule"] for j in jobs)
-    # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} = 12 (SDPO / SRPO: not on verl yet, skipped in paper.yaml);
-    # eps_w sweeps of RLRT and RLSD on all 4 (2 new points each; the best value is the Table 1 run) = 16;
-    # GRPO+EB, DIVER (8B-Base), RLRT-all = 3.
-    assert counts["rl"] == 12 + 16 + 3 == 31 == sum(len(r) for r in planned_runs(paper).values())
-    # every Table 1 cell (the untrained backbones + the 12 trained runs) + what the claims table compares beyond
+    # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} + {SDPO, SRPO} on the instruct and thinking models (the paper
+    # skips them on base models, App. F.2) = 16; eps_w sweeps of RLRT and RLSD on all 4 (2 new points each; the best
+    # value is the Table 1 run) = 16; SRPO's beta sweep on Qwen3-8B (2 new points) = 2; GRPO+EB, DIVER (8B-Base),
+    # RLRT-all = 3.
+    assert counts["rl"] == 16 + 16 + 2 + 3 == 37 == sum(len(r) for r in planned_runs(paper).values())
+    # every Table 1 cell (the untrained backbones + the 16 trained runs) + what the claims table compares beyond
     # them: RLRT at the smallest eps_w on the two base models (claim 4), RLRT-all (claim 3); one seed (paper.yaml)
-    assert counts["evaluate"] == 4 + 12 + 2 + 1
+    assert counts["evaluate"] == 4 + 16 + 2 + 1
     assert counts["claims"] == 1
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
     # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits), Bespoke-Stratos-17k (RLT)
@@ -103,21 +104,22 @@ def test_paper_matrix_job_counts(jobs, paper):
                  "analysis_heatmaps", "analysis_markers", "analysis_reflection", "analysis_shift"):
         assert counts[rule] == 1, rule
     evaluated = {(j["wildcards"]["backbone"], j["wildcards"]["run"]) for j in jobs if j["rule"] == "evaluate"}
-    assert not {r for _, r in evaluated if r.split("@")[0] in ("sdpo", "srpo")}
+    assert {b for b, r in evaluated if r in ("sdpo", "srpo")} == {"Qwen3-4B-Instruct-2507", "Qwen3-8B"}
     trained = {j["wildcards"]["run"] for j in jobs if j["rule"] == "rl" and j["wildcards"]["backbone"] == "Qwen3-8B"}
     assert {"grpo", "rlsd", "rlrt", "rlrt@eps_w=0.5", "rlrt@eps_w=1.0", "rlsd@eps_w=0.5"} <= trained
 
 
-def test_verl_refuses_sdpo_and_srpo_before_any_job(paper):
-    """SDPO / SRPO are not wired into verl's actor: a paper config that plans one stops at validation, naming
-    methods.skip of the backbone's kind -- not a day later when the RL job starts."""
+def test_verl_refuses_an_ema_teacher_before_any_job(paper):
+    """SDPO / SRPO train on verl toward the frozen initial policy (EMA rate 0, the paper's); an EMA teacher stops at
+    validation, naming the key -- not a day later when the RL job starts."""
     import copy
 
     from rlrt.config import ConfigError, validate
 
     cfg = copy.deepcopy(paper)
-    cfg["methods"]["skip"] = {"base": ["sdpo", "srpo"]}
-    with pytest.raises(ConfigError, match=r"^config key 'methods.skip.instruct': backend verl cannot train run 'sdpo'"):
+    validate(cfg)
+    cfg["methods"]["sdpo"] = {"ema_rate": 0.05}
+    with pytest.raises(ConfigError, match=r"^config key 'methods.sdpo.ema_rate': backend verl distils toward"):
         validate(cfg)
     cfg["backend"] = "local"  # the same plan on the local engine is fine
     validate(cfg)

@@ -328,10 +328,10 @@ def test_sdpo_micro_batch_loss_is_zero_when_teacher_equals_student():
     assert abs(float(same)) < 1e-6
     other, terms = micro_batch_loss("sdpo", settings, teacher_logits=lambda: torch.zeros(b, R, V), **kw)
     assert float(other) > 1e-3 and terms.distill is not None
-    from rlrt.backends.verl.loss import not_wired
+    from rlrt.backends.verl.loss import worker_loss_only
 
-    with pytest.raises(NotImplementedError, match="not wired"):
-        not_wired(logp, logp, logp, mask)
+    with pytest.raises(NotImplementedError, match="WorkerLoss"):
+        worker_loss_only(logp, logp, logp, mask)
 
 
 def test_history_row_has_the_local_keys(tok):
@@ -356,7 +356,7 @@ def test_history_row_has_the_local_keys(tok):
     json.dumps(row)
 
 
-def test_method_from_config_refuses_sdpo_and_missing_node():
+def test_method_from_config_refuses_an_ema_teacher_and_a_missing_node():
     from omegaconf import OmegaConf
 
     from rlrt.backends.verl.trainer import method_from_config
@@ -364,8 +364,9 @@ def test_method_from_config_refuses_sdpo_and_missing_node():
     spec, settings, node = method_from_config(OmegaConf.create({"rlrt": {"method": "rlrt",
                                                                          "settings": {"eps_w": 0.5}}}))
     assert spec.name == "rlrt" and settings.eps_w == 0.5
-    with pytest.raises(NotImplementedError, match="sdpo"):
-        method_from_config(OmegaConf.create({"rlrt": {"method": "sdpo", "settings": {}}}))
+    assert method_from_config(OmegaConf.create({"rlrt": {"method": "sdpo", "settings": {}}}))[0].name == "sdpo"
+    with pytest.raises(NotImplementedError, match="ema_rate"):
+        method_from_config(OmegaConf.create({"rlrt": {"method": "sdpo", "settings": {"ema_rate": 0.1}}}))
     with pytest.raises(KeyError, match="rlrt.method"):
         method_from_config(OmegaConf.create({"trainer": {}}))
 
@@ -484,3 +485,73 @@ def test_worker_loss_equals_the_local_micro_batch_through_verls_no_padding_layou
     tu.assign_non_tensor(td, batch_num_tokens=0)
     zero, _ = loss_fn(model_output=model_output, data=td, dp_group=None)
     assert float(zero) == 0.0
+
+
+def test_distilling_update_reaches_verls_engine_with_the_flag_the_plan_and_the_teacher_views(tok):
+    """SDPO on verl, trainer side: verl's own ``RayPPOTrainer._update_actor`` (run on a stand-in trainer whose
+    worker group records what it is sent) hands the actor a no-padding batch marked ``distillation_use_topk`` with
+    the policy loss kept, carrying the plan and every row's teacher view in verl's row order and the plan's loss
+    mask as the tokens verl counts; afterwards the batch is as before and verl's flag is off again."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from tensordict import TensorDict
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    import verl.trainer.ppo.ray_trainer as rt
+    from verl.utils import tensordict_utils as tu
+
+    from rlrt.backends.verl.loss import FIELDS
+    from rlrt.backends.verl.trainer import distill_update, topk_processor
+
+    cpu, dp, perm = _fixture_batch(tok)
+    spec = get_method("sdpo")
+    settings = spec.make_settings({})
+    A = dp.batch["attention_mask"].shape[1]
+    dp.batch["position_ids"] = (dp.batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    teachers, seen = [], {}
+    P = dp.batch["prompts"].shape[1]
+
+    def make_teacher(grouped):
+        t = VerlTeacher(grouped, tok, dp.batch["attention_mask"][:, P:][grouped.order], _fake_compute(cpu, []), 0)
+        teachers.append(t)
+        return t
+
+    grouped, shaped = vb.shape_batch(spec, settings, dp, tok, 0, make_teacher)
+    mask_before = dp.batch["response_mask"].clone()
+
+    class Workers:
+        def update_actor(self, td):
+            seen["td"] = td
+            return tu.assign_non_tensor(TensorDict({}, batch_size=[]), metrics={"mfu": 0.0})
+
+    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": {"multi_turn": {"enable": False}, "temperature": 1.0,
+                                                              "n": N},
+                                                  "actor": {"calculate_entropy": False, "entropy_coeff": 0.0,
+                                                            "ppo_mini_batch_size": G, "ppo_epochs": 1,
+                                                            "data_loader_seed": 0, "shuffle": False}},
+                            "distillation": {"enabled": False}})
+    trainer = SimpleNamespace(config=cfg, actor_rollout_wg=Workers(), distillation_config=None)
+    with topk_processor(trainer):
+        distill_update(lambda b: RayPPOTrainer._update_actor(trainer, b), dp, grouped, teachers[0], shaped.plan)
+    td = seen["td"]
+    assert tu.get(td, "distillation_use_topk") is True and tu.get(td, "distillation_only") is False
+    assert td["input_ids"].is_nested  # verl's no-padding layout
+    plan = shaped.plan
+    rows = torch.empty(G * N, dtype=torch.long)
+    rows[grouped.order] = torch.arange(G * N)  # verl row -> grouped row
+    assert torch.equal(td["loss_mask"], plan.loss_mask[rows].to(td["loss_mask"].dtype))  # what verl counts
+    assert torch.equal(td[FIELDS["distill_rows"]], plan.distill_rows[rows])
+    # each verl row's teacher view: the context prompt the local engine builds, then that row's own response
+    from rlrt.backends.local.rl import teacher_inputs
+
+    contexts = teachers[0].contexts
+    ids, mask, has = teacher_inputs(tok, grouped.user_msgs, contexts, teachers[0].kind, N)
+    t_ids, t_att = td[FIELDS["teacher_input_ids"]], td[FIELDS["teacher_attention_mask"]]
+    R = dp.batch["responses"].shape[1]
+    for v in range(G * N):
+        g = int(rows[v])
+        want = ids[g][mask[g].bool()].tolist()
+        assert t_ids[v, :-R][t_att[v, :-R].bool()].tolist() == want
+        assert torch.equal(t_ids[v, -R:], dp.batch["responses"][v])
+    assert torch.equal(dp.batch["response_mask"], mask_before) and FIELDS["loss_mask"] not in dp.batch.keys()
+    assert rt.is_distillation_enabled(OmegaConf.create({"enabled": False})) is False and trainer.distillation_config is None

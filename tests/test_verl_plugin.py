@@ -18,8 +18,8 @@ def test_import_verl_loads_our_plugin_in_a_fresh_interpreter():
     code = ("import sys, verl; "
             "assert 'rlrt.backends.verl.plugin' in sys.modules, 'plugin not loaded by import verl'; "
             "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; "
-            "from rlrt.backends.verl.loss import not_wired; "
-            "assert R['rlrt_sdpo'] is not_wired and R['rlrt_srpo'] is not_wired; print('ok')")
+            "from rlrt.backends.verl.loss import worker_loss_only as W; "
+            "assert R['rlrt_sdpo'] is W and R['rlrt_srpo'] is W; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={"VERL_USE_EXTERNAL_PLUGINS": "auto", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -98,14 +98,8 @@ def check_backend_installed(cfg: dict[str, Any], software_deployment: bool) -> N
                           "environment (envs/gpu.yaml), run with --sdm conda / --sdm apptainer, or set backend: local")
 
 
-VERL_UNWIRED_OBJECTIVES = ("sdpo", "srpo")
-"""Objectives the verl backend cannot train yet: SDPO's and SRPO's top-K JSD needs the teacher's logits inside every
-micro-batch of verl's actor update (``rlrt.backends.verl.loss`` holds the tested tensor part; the worker wiring is
-not done). ``rlrt.backends.verl.trainer`` refuses them too."""
-
-
 def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
-    """``backend: verl`` with a planned run whose objective verl cannot train stops here, before any job, instead of
+    """``backend: verl`` with a planned run verl cannot train as configured stops here, before any job, instead of
     failing at the start of that RL job after a day in the queue."""
     if cfg["backend"] != "verl":
         return
@@ -122,13 +116,12 @@ def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
         for r in rs:
             method, _ = parse_run_id(r)
             spec = get_method(method)
-            objective = objective_name(spec, spec.make_settings(run_config(cfg, backbone, r)))
-            if objective in VERL_UNWIRED_OBJECTIVES:
-                kind = cfg["backbones"][backbone]["kind"]
+            settings = spec.make_settings(run_config(cfg, backbone, r))
+            if float(getattr(settings, "ema_rate", 0.0) or 0.0) > 0:
                 raise ConfigError(
-                    f"config key 'methods.skip.{kind}': backend verl cannot train run {r!r} on {backbone!r} yet "
-                    f"(objective {objective!r}: its top-K JSD is not wired into verl's actor); skip {method!r} for "
-                    f"kind {kind!r} (and drop it from experiments.*) or use backend: local")
+                    f"config key 'methods.{method}.ema_rate': backend verl distils toward the frozen initial policy "
+                    f"(the paper's rate 0); run {r!r} on {backbone!r} asks for an EMA teacher, which only backend: "
+                    f"local trains")
 
 
 def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:

@@ -20,11 +20,15 @@ temperature, with gradient; it returns per-token tensors that become ``model_out
 Batch fields it reads besides verl's (``old_log_probs``, ``advantages``, ``response_mask``, ``prompts``,
 ``responses``): :data:`FIELDS` (the plan's rows and weights, the teacher-view ids).
 
-NOT done: the trainer side -- putting those fields and the flag in the update batch and ``set_loss_fn`` on the
-actor workers (``rlrt.backends.verl.trainer`` still refuses SDPO / SRPO at start, and the plugin registers the
-loss-mode names with :func:`not_wired`). Nothing here has run on a GPU; ``tests/test_verl_backend.py`` drives
-:class:`WorkerLoss` through verl's own no-padding layout on CPU and checks the loss and the gradients against the
-local engine's micro-batch.
+The trainer side (``rlrt.backends.verl.trainer``): ``set_loss_fn`` with this class once the workers start, and per
+step the fields, the plan's loss mask as ``response_mask`` and the logits-processor flag. The loss-mode names
+(``rlrt_sdpo`` / ``rlrt_srpo``) are registered by the plugin with :func:`worker_loss_only`, which is never
+called. Departures from the local engine, both documented: verl's rollout importance weights
+(``rollout_is_weights``) do not enter SRPO's surrogate rows; SRPO's entropy weights come from the teacher view
+scored under θ_old (the actor's ``compute_log_prob``), not under the frozen initial policy.
+
+Nothing here has run on a GPU; ``tests/test_verl_backend.py`` drives :class:`WorkerLoss` through verl's own
+no-padding layout on CPU and checks the loss and the gradients against the local engine's micro-batch.
 """
 
 from __future__ import annotations
@@ -66,11 +70,12 @@ def micro_batch_loss(objective: str, settings: object, *, logits: Tensor, logp: 
     return agg_loss(terms.token_loss, plan.loss_mask, loss_agg), terms
 
 
-def not_wired(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
-              rollout_is_weights=None):
-    """verl policy-loss stand-in for SDPO / SRPO: raises (see the module docstring)."""
-    raise NotImplementedError("rlrt: SDPO/SRPO's top-K JSD is not wired into verl's actor (it needs the teacher's "
-                              "logits per micro-batch, not a policy-loss function); use backend: local")
+def worker_loss_only(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
+                     rollout_is_weights=None):
+    """The policy-loss registry entry of SDPO / SRPO's loss-mode names: never called, since the trainer replaces
+    the actor's whole loss with :class:`WorkerLoss`; raises if a run reaches verl's ``ppo_loss`` anyway."""
+    raise NotImplementedError("rlrt: SDPO/SRPO train through WorkerLoss (set_loss_fn by rlrt.backends.verl.trainer); "
+                              "verl's policy-loss path was reached instead: run through rlrt.backends.verl.train")
 
 
 FIELDS = {
@@ -83,6 +88,13 @@ FIELDS = {
     "teacher_position_ids": "rlrt_teacher_position_ids",      # (B, P' + R)
 }
 """Update-batch keys :class:`WorkerLoss` reads (padded tensors, in the batch's row order)."""
+def update_fields(plan: Plan, views: dict[str, Tensor]) -> dict[str, Tensor]:
+    """:data:`FIELDS` from the step's plan and the teacher views (``VerlTeacher.views``), same row order."""
+    return {FIELDS["pg_rows"]: plan.pg_rows.bool(), FIELDS["distill_rows"]: plan.distill_rows.bool(),
+            FIELDS["distill_weight"]: plan.distill_weight.float(), FIELDS["loss_mask"]: plan.loss_mask.float(),
+            **{FIELDS[f"teacher_{k}"]: v for k, v in views.items()}}
+
+
 TOKEN_LOSS = "rlrt_token_loss"
 """The ``model_output`` entry the processor call returns (per packed token)."""
 
@@ -163,6 +175,10 @@ class WorkerLoss:
         """(1, nnz, V) packed student logits (already / temperature) -> (b, R) per-token loss of the objective."""
         from verl.workers.utils.padding import no_padding_2_padding
 
+        nnz = int(data["input_ids"].values().shape[0])
+        if student_logits.shape[1] != nnz:  # a sequence-parallel shard (or its padding): not this loss's layout
+            raise ValueError(f"WorkerLoss: {student_logits.shape[1]} packed logits for {nnz} tokens; SDPO/SRPO on "
+                             "verl need ulysses_sequence_parallel_size = 1")
         logits = no_padding_2_padding(student_logits.squeeze(0), data)  # (b, R, V)
         R = logits.shape[1]
         responses = _padded(data["responses"])[:, :R].long()

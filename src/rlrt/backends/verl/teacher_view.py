@@ -102,6 +102,8 @@ class VerlTeacher:
         self.g, self.tok, self.att, self.compute = grouped, tokenizer, response_attention, compute
         self.max_len, self.needed, self.meta = int(max_prompt_len), needed, meta_info
         self.n_scored = self.n_truncated = 0
+        self.contexts: Optional[list[list[Optional[str]]]] = None  # the step's contexts, set by score()
+        self.kind = ""
 
     def inputs(self, contexts: list[list[Optional[str]]], kind: str, rows: Sequence[int]) -> list[list[int]]:
         """Teacher prompt ids of grouped rows ``rows`` (capped), counting truncations."""
@@ -115,6 +117,7 @@ class VerlTeacher:
 
     def score(self, contexts: list[list[Optional[str]]], kind: str, want_logp: bool,
               want_entropy: bool) -> TeacherScores:
+        self.contexts, self.kind = contexts, kind
         has = torch.tensor([c is not None for group in contexts for c in group], dtype=torch.bool)
         logp = self.g.old_logp.clone() if want_logp else None  # unscored rows: delta = 0
         ent = torch.zeros_like(self.g.old_logp) if want_entropy else None
@@ -140,3 +143,17 @@ class VerlTeacher:
         return TeacherScores(has, logp, ent)
 
     __call__ = score  # the object itself is ``shape_advantages``'s ``score_teacher``
+
+    def views(self) -> dict[str, Tensor]:
+        """Every grouped row's teacher view for the worker-side distillation loss (SDPO / SRPO): its context's
+        prompt (the bare student prompt for a row without one, which does not distil), capped as in
+        :meth:`score`, ⊕ its response ids. ``input_ids``, ``attention_mask``, ``position_ids`` (B, P' + R)."""
+        if self.contexts is None:
+            raise RuntimeError("teacher view: score() has not run for this batch (no contexts)")
+        n = self.g.n
+        prompts = [cap_middle(teacher_prompt_ids(self.tok, self.g.user_msgs[r // n], self.contexts[r // n][r % n],
+                                                 self.kind), self.max_len)[0]
+                   for r in range(self.g.response_ids.shape[0])]
+        tdp = build_teacher_batch(prompts, self.g.response_ids, self.att, self.g.response_mask,
+                                  self.tok.pad_token_id, self.meta)
+        return {k: tdp.batch[k] for k in ("input_ids", "attention_mask", "position_ids")}

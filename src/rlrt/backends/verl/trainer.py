@@ -19,10 +19,15 @@ Entry point: ``python -m rlrt.backends.verl.trainer <hydra overrides>`` = verl's
 (the legacy ``TaskRunner`` builds ``RayPPOTrainer`` by its module-global name; :class:`RLRTTaskRunner` points that
 name at our subclass inside its own Ray actor process, then runs verl's unchanged ``run``).
 
-Not supported here (raises at start): SDPO / SRPO, whose loss needs the teacher's logits at the current student's
-top-K in every micro-batch (``rlrt.backends.verl.loss`` holds the tested tensor part; the worker wiring is not done).
+SDPO / SRPO (the distilling objectives): their loss needs the teacher view's logits at the current student's
+top-K in every micro-batch, so the actor's loss function is replaced (``set_loss_fn`` after the workers start)
+by ``rlrt.backends.verl.loss.WorkerLoss``; each step puts the plan and every row's teacher view in the update batch
+(``loss.update_fields``), sets ``response_mask`` to the plan's loss mask for the update (verl counts those tokens
+for its token-mean) and asks verl's engine for the logits-processor call (:func:`topk_processor`: verl makes that
+call only in its own distillation mode, which this trainer otherwise leaves off).
+
 What has NEVER run: all of this class inside Ray on GPUs. Tested on CPU: ``shape_batch``, ``VerlTeacher``,
-:func:`history_row`, :func:`method_from_config`.
+:func:`history_row`, :func:`method_from_config`, :func:`topk_processor` around verl's own ``_update_actor``.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ import os
 import time
 from typing import Any, Mapping, Optional
 
+import contextlib
+from types import SimpleNamespace
+
 import torch
 
-from rlrt.backends.verl.batch import Grouped, shape_batch
+from rlrt.backends.verl.batch import Grouped, shape_batch, ungroup
 from rlrt.backends.verl.teacher_view import VerlTeacher, rows_needing_teacher
+from rlrt.methods.objectives import get_objective
 from rlrt.methods.registry import MethodSpec, get_method, objective_name
-from rlrt.config import VERL_UNWIRED_OBJECTIVES as UNSUPPORTED_OBJECTIVES
 from rlrt.methods.settings import MethodSettings
 from rlrt.methods.shaping import Shaped
 
@@ -65,12 +73,48 @@ def method_from_config(config: Mapping) -> tuple[MethodSpec, MethodSettings, dic
                        "the rlrt node)")
     spec = get_method(node["method"])
     settings = spec.make_settings(dict(node.get("settings") or {}), where="rlrt.settings")
-    objective = objective_name(spec, settings)
-    if objective in UNSUPPORTED_OBJECTIVES:
-        raise NotImplementedError(
-            f"method {spec.name!r} (objective {objective!r}) is not wired into verl's actor yet: its top-K JSD needs "
-            "the teacher's logits inside every micro-batch (see rlrt.backends.verl.loss); use backend: local")
+    if float(getattr(settings, "ema_rate", 0.0) or 0.0) > 0:
+        raise NotImplementedError(f"method {spec.name!r}: an EMA teacher (ema_rate > 0) is not supported on verl; "
+                                  "the worker loss distils toward the frozen initial policy (the paper's rate 0)")
     return spec, settings, node
+
+
+@contextlib.contextmanager
+def topk_processor(trainer):
+    """Within the block, verl's ``RayPPOTrainer._update_actor`` marks the update batch ``distillation_use_topk``
+    (its engine then calls the actor's loss function on the full logits first; ``rlrt.backends.verl.loss``) with
+    the policy loss kept. verl sets that flag only when its own distillation (a separate teacher model and its
+    loss) is on; here only the flag is borrowed, for the length of one update."""
+    import verl.trainer.ppo.ray_trainer as rt
+
+    saved_fn, saved_cfg = rt.is_distillation_enabled, getattr(trainer, "distillation_config", None)
+    rt.is_distillation_enabled = lambda cfg: True
+    trainer.distillation_config = SimpleNamespace(distillation_loss=SimpleNamespace(
+        loss_settings=SimpleNamespace(use_topk=True), use_task_rewards=True, use_policy_gradient=True))
+    try:
+        yield
+    finally:
+        rt.is_distillation_enabled, trainer.distillation_config = saved_fn, saved_cfg
+
+
+def distill_update(trainer_update, batch, grouped: Grouped, teacher: VerlTeacher, plan) -> Any:
+    """Run verl's update (``trainer_update(batch)``) for a distilling objective: the plan's fields and the teacher
+    views in the batch, ``response_mask`` = the plan's loss mask, the logits-processor flag on; the batch is
+    restored afterwards (verl's metrics read the real response mask)."""
+    from rlrt.backends.verl.loss import update_fields
+
+    td = batch.batch
+    fields = {k: ungroup(grouped, v) for k, v in update_fields(plan, teacher.views()).items()}
+    saved = td["response_mask"]
+    for k, v in fields.items():
+        td[k] = v
+    td["response_mask"] = ungroup(grouped, plan.loss_mask).to(saved.dtype)
+    try:
+        return trainer_update(batch)
+    finally:
+        td["response_mask"] = saved
+        for k in fields:
+            del td[k]
 
 
 def _pick(metrics: Mapping[str, Any], name: str) -> list[float]:
@@ -112,9 +156,24 @@ def _trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.rlrt_spec, self.rlrt_settings, self.rlrt_node = method_from_config(self.config)
+            self.rlrt_objective = objective_name(self.rlrt_spec, self.rlrt_settings)
+            self.rlrt_distils = get_objective(self.rlrt_objective).uses_teacher_logits
             self._rlrt_entropy: Optional[torch.Tensor] = None
             self._rlrt_t0 = time.perf_counter()
             log.info("rlrt: method %s, settings %s", self.rlrt_spec.name, self.rlrt_settings)
+
+        def init_workers(self):
+            super().init_workers()
+            if self.rlrt_distils:  # SDPO / SRPO: the actor's loss is ours (rlrt.backends.verl.loss)
+                from verl.utils.config import omega_conf_to_dataclass
+
+                from rlrt.backends.verl.loss import WorkerLoss
+
+                rollout = self.config.actor_rollout_ref.rollout
+                self.actor_rollout_wg.set_loss_fn(WorkerLoss(
+                    omega_conf_to_dataclass(self.config.actor_rollout_ref.actor), self.rlrt_objective,
+                    self.rlrt_settings, float(rollout.temperature),
+                    teacher_path=str(self.config.actor_rollout_ref.model.path)))
 
         def _compute_old_log_prob(self, batch):
             out, mfu = super()._compute_old_log_prob(batch)
@@ -151,7 +210,11 @@ def _trainer_class():
                 ent = None  # not this batch's (never expected): GRPO+EB then raises inside shape_advantages
             grouped, shaped = shape_batch(spec, settings, batch, self.tokenizer, step, make_teacher, ent)
             t_teacher = time.perf_counter() - t0
-            out = super()._update_actor(batch)
+            if self.rlrt_distils:
+                with topk_processor(self):
+                    out = distill_update(super()._update_actor, batch, grouped, teachers[0], shaped.plan)
+            else:
+                out = super()._update_actor(batch)
             metrics = out.meta_info.setdefault("metrics", {})
             row = history_row(step, grouped, shaped, metrics, t_teacher, time.perf_counter() - self._rlrt_t0)
             self._rlrt_t0 = time.perf_counter()
