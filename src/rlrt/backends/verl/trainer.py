@@ -32,14 +32,13 @@ What has NEVER run: all of this class inside Ray on GPUs. Tested on CPU: ``shape
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from typing import Any, Mapping, Optional
-
-import contextlib
 from types import SimpleNamespace
+from typing import Any, Mapping, Optional
 
 import torch
 
