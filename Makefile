@@ -62,4 +62,4 @@ clean:
 # GPU smoke test of the paper-scale backend (2 verl RLRT steps + a vLLM evaluation) on one GPU, run inside the GPU
 # environment (envs/gpu.yaml or envs/gpu.def), not the CPU venv: RLRT_SMOKE_MODEL=/path/to/Qwen3-0.6B make gpu-smoke
 gpu-smoke:
-	python bench/gpu_smoke.py
+	python bench/gpu_smoke.py $(if $(METHOD),--method $(METHOD))

@@ -3,12 +3,15 @@
 Run it in the GPU environment (envs/gpu.yaml or envs/gpu.def) on a node with one GPU and a small local model
 folder (e.g. Qwen3-0.6B; no download is attempted):
 
-    RLRT_SMOKE_MODEL=/path/to/model python bench/gpu_smoke.py [--work DIR] [--out JSON]
+    RLRT_SMOKE_MODEL=/path/to/model python bench/gpu_smoke.py [--method rlrt|sdpo|srpo|...] [--work DIR] [--out JSON]
     python bench/gpu_smoke.py --dry-run      # anywhere: prints the verl overrides and the request count
+
+``--method sdpo`` (or ``srpo``) runs the distilling objectives' path instead: the actor's loss replaced by
+``rlrt.backends.verl.loss.WorkerLoss`` and the teacher views in the update batch (also never run on a GPU).
 
 What it does: writes a tiny arithmetic train split (32 problems) and test split (8) as normalised parquet; builds
 the rl job config the workflow would build (config/config.yaml + config/paper.yaml, with sizes shrunk to one GPU:
-``SMOKE``); trains ``rl.steps = 2`` RLRT steps through the project's verl backend
+``SMOKE``); trains ``rl.steps = 2`` steps of the method (RLRT by default) through the project's verl backend
 (``rlrt.backends.verl.train.run``, which calls verl's trainer with ``rlrt.backends.verl.overrides``); evaluates the
 trained model (the base model if training wrote none) with ``rlrt.backends.verl.evaluate``; prints the step times
 and writes a small JSON (timings, step times, eval metrics, the overrides).
@@ -39,7 +42,7 @@ from rlrt.config import load_overlay, merge_configs  # noqa: E402
 from rlrt.io import PROBLEM_COLUMNS, write_json, write_problems  # noqa: E402
 
 N_TRAIN, N_TEST = 32, 8
-METHOD = "rlrt"
+METHOD = "rlrt"  # the default; --method picks another registered method
 # One GPU, short responses: only what differs from config/paper.yaml (merged over it like an overlay).
 SMOKE: dict[str, Any] = {
     "rl": {"steps": 2, "question_batch": 8, "mini_batch": 4, "n_rollouts": 4, "save_steps": [], "resume_every": 2},
@@ -63,15 +66,18 @@ def problems(n: int, seed: int, source: str) -> list[dict[str, str]]:
     return rows
 
 
-def configs(model: str, gpus: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+def configs(model: str, gpus: int = 1, method: str = METHOD) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rl job config and the eval config the workflow would pass (rules/common.smk rl_cfg / eval_cfg)."""
+    from rlrt.config import method_config
+
     cfg = merge_configs(load_overlay(ROOT / "config" / "paper.yaml"), copy.deepcopy(SMOKE))
     backend = {"backend": "verl", "verl": cfg["verl"], "gpus": gpus}
-    job = {"rl": cfg["rl"], "method": METHOD, "run": METHOD, "method_cfg": {},
+    job = {"rl": cfg["rl"], "method": method, "run": method,
+           "method_cfg": method_config(cfg, "Qwen3-4B-Instruct-2507", method),
            "backbone": {"name": Path(model).name or "smoke", "kind": "instruct"},
            "max_response_length": MAX_RESPONSE_LENGTH, "seed": cfg["seed"],
            "grader_workers": cfg["rl"].get("grader_workers", 1), "tracking": None, **backend}
-    ev = {**cfg["eval"], "backbone": job["backbone"]["name"], "method": METHOD, "seed": cfg["seed"],
+    ev = {**cfg["eval"], "backbone": job["backbone"]["name"], "method": method, "seed": cfg["seed"],
           "grader_workers": cfg["rl"].get("grader_workers", 1), "tracking": None, **backend}
     return job, ev
 
@@ -110,6 +116,7 @@ def preconditions(model: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="print the verl overrides and the request count; no GPU")
+    p.add_argument("--method", default=METHOD, help="a registered method (sdpo / srpo: the worker-side loss)")
     p.add_argument("--work", default=str(ROOT / "results-smoke"), help="scratch folder (data, checkpoints, outputs)")
     p.add_argument("--out", default=None, help="summary JSON (default <work>/gpu_smoke.json)")
     args = p.parse_args(argv)
@@ -118,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         model = preconditions(model)
     model = model or "<RLRT_SMOKE_MODEL>"
-    job, ev = configs(model)
+    job, ev = configs(model, method=args.method)
     train_file, test_file = write_data(work)
     overrides = hydra_overrides(job, model_path=model, train_file=str(train_file), val_file=str(test_file),
                                 ckpt_dir=str(work / "verl_checkpoints"), n_gpus=int(job["gpus"]),
-                                experiment_name=f"smoke-{METHOD}")
+                                experiment_name=f"smoke-{args.method}")
     n_requests = min(N_TEST, ev["max_problems"] or N_TEST)
     if args.dry_run:
         print(format_command(overrides))

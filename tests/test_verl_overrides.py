@@ -247,6 +247,18 @@ def test_gpu_smoke_dry_run(tmp_path, capsys, monkeypatch):
     assert test[0]["answer"] == str(a + b)
 
 
+def test_gpu_smoke_dry_run_of_the_worker_side_loss(tmp_path, capsys, monkeypatch):
+    """``--method sdpo``: the smoke run takes SDPO's path (its loss-mode name, lr x 10, its Table 5 settings)."""
+    monkeypatch.delenv("RLRT_SMOKE_MODEL", raising=False)
+    smoke = _smoke_module()
+    assert smoke.main(["--dry-run", "--method", "sdpo", "--work", str(tmp_path)]) == 0
+    c = compose_verl(capsys.readouterr().out.splitlines()[1:-1])
+    assert c.rlrt.method == "sdpo" and c.rlrt.settings.topk == 100 and c.rlrt.settings.alpha == 0.5
+    assert c.actor_rollout_ref.actor.policy_loss.loss_mode == "rlrt_sdpo"
+    assert c.actor_rollout_ref.actor.optim.lr == pytest.approx(10 * 1e-6)
+    validate(c)
+
+
 def test_gpu_smoke_without_model_exits_clearly(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RLRT_SMOKE_MODEL", raising=False)
     smoke = _smoke_module()
