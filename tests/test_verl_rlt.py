@@ -278,6 +278,7 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     assert cfg.reward.reward_manager.source == "importlib" and cfg.reward.num_workers == 1
     assert cfg.reward.reward_manager.name == "RLTRewardManager" and cfg.rlrt.reward_gpus == 1
     assert cfg.trainer.n_gpus_per_node == 3  # 4 for the job, 1 of them the reward worker's
+    assert cfg.trainer.use_v1 is False  # the legacy trainer, whose RewardLoopManager rlt.main() swaps
     # what verl's reward workers do with it: load the class from the file, not from a registry only we filled
     from verl.trainer.ppo.reward import resolve_reward_manager_cls
 

@@ -461,6 +461,7 @@ def teacher_rl_overrides(job_cfg: dict[str, Any], teacher_path: str, student_pat
         f"+reward.reward_kwargs.micro_batch={s.micro_batch}",
         f"trainer.total_training_steps={int(rl['steps'])}", f"trainer.default_local_dir={ckpt_dir}",
         f"trainer.n_gpus_per_node={train_gpus}", "trainer.nnodes=1",
+        "trainer.use_v1=False",  # the DataProto RayPPOTrainer whose reward-loop manager main() replaces
         f"trainer.save_freq={int(v.get('save_freq', 10))}", "trainer.resume_mode=auto",
         "trainer.project_name=rlrt", "trainer.experiment_name=rlt_teacher_rl", "trainer.test_freq=-1",
         "trainer.val_before_train=False",
