@@ -279,6 +279,11 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     assert cfg.reward.reward_manager.name == "RLTRewardManager" and cfg.rlrt.reward_gpus == 1
     assert cfg.trainer.n_gpus_per_node == 3  # 4 for the job, 1 of them the reward worker's
     assert cfg.trainer.use_v1 is False  # the legacy trainer, whose RewardLoopManager rlt.main() swaps
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    assert need_reference_policy(cfg)  # beta 0.04: KL to the SFT teacher needs verl's reference worker
+    validate_config(config=cfg, use_reference_policy=True, use_critic=need_critic(cfg))  # what rlt.main() runs
     # what verl's reward workers do with it: load the class from the file, not from a registry only we filled
     from verl.trainer.ppo.reward import resolve_reward_manager_cls
 
