@@ -18,6 +18,9 @@ def analysis_cfg(name, **extra):
         "position_chunk": a["position_chunk"], "micro_batch": a["micro_batch"], "batch_size": a["batch_size"],
         "max_new_tokens": config["backbones"][b]["max_response_length"],
         "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK, **extra,
+        # paper scale: the models on the job's GPU (rlrt.backends.local.model.load_checkpoint); the local default
+        # keeps its params as they were (no key), so its analyses do not rerun
+        **({"device": "cuda"} if BACKEND == "verl" else {}),
     })
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlrt.backends.local.model import load_checkpoint
 from rlrt.backends.local.rollout import Rollouts, left_pad, response_mask_from_ids, sample
 from rlrt.tasks.prompts import chat_prompt, user_message
 from rlrt.teacher import build_contexts, teacher_user_message
@@ -45,12 +46,64 @@ class Groups:
         return self.rollouts.texts[g * self.n + i]
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The analyses' ``device`` setting: ``None`` / ``"cpu"`` -> CPU (the embedded default); ``"cuda"`` -> the GPU
+    (an error when there is none); ``"auto"`` -> the GPU when one is visible."""
+    name = str(device or "cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"analysis device {name!r} asked for but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def load_model(path, device: str | torch.device | None = None):
+    """(model, tokenizer) from a checkpoint folder, on ``device`` (:func:`resolve_device`): float32 on the CPU,
+    bfloat16 on a GPU (paper scale: ``device: cuda`` under ``backend: verl``)."""
+    model, tok = load_checkpoint(path)
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        model = model.to(device=dev, dtype=torch.bfloat16)
+    return model, tok
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _OnDevice:
+    """A model on a GPU as ``rollout.sample`` sees it: ``generate`` with the batch moved there and the tokens
+    moved back. ``rlrt.backends.local.sampler.supports`` is false for it (the lean decoding loop is a CPU loop), so
+    ``sample`` takes its ``generate`` path."""
+
+    def __init__(self, model):
+        self.inner, self.config = model, model.config
+
+    @property
+    def training(self) -> bool:
+        return self.inner.training
+
+    def eval(self):
+        self.inner.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.inner.train(mode)
+        return self
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, **kw) -> Tensor:
+        dev = _device(self.inner)
+        return self.inner.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev), **kw).cpu()
+
+
 def sample_groups(model, tok, rows: Sequence[dict], n: int, max_new_tokens: int, sampling: dict, seed: int,
                   grade_fn: Callable[[list[str], list[str]], list[float]], batch_size: int = 256,
                   progress: bool = False) -> Groups:
     """Sample ``n`` responses per problem with ``sampling`` (temperature, top_p, top_k) and grade them."""
     prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
-    ro = sample(model, tok, prompts, n, max_new_tokens, temperature=float(sampling["temperature"]),
+    on_cpu = _device(model).type == "cpu"
+    ro = sample(model if on_cpu else _OnDevice(model), tok, prompts, n, max_new_tokens,
+                temperature=float(sampling["temperature"]),
                 top_p=float(sampling["top_p"]), top_k=int(sampling["top_k"]), seed=seed, batch_size=batch_size,
                 progress=progress)
     scores = grade_fn(ro.texts, [r["answer"] for r in rows for _ in range(n)])
@@ -106,8 +159,9 @@ def response_hidden(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids
     Same positions and masking as :func:`rlrt.backends.local.rollout.response_logits`; applying
     ``model.get_output_embeddings()`` to the result gives its logits.
     """
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    dev = _device(model)  # inputs built on the CPU, run where the model lives
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(dev)
+    attn = torch.cat([prompt_mask, response_mask], dim=1).to(dev)
     pos = (torch.cumsum(attn, dim=1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attn, position_ids=pos,
                               use_cache=False).last_hidden_state
@@ -136,7 +190,8 @@ def pair_position_stats(
         pa_ids, pa_mask = left_pad([list(prompts_a[k]) for k in rows], pad_id)
         pb_ids, pb_mask = left_pad([list(prompts_b[k]) for k in rows], pad_id)
         ha = response_hidden(model_a, pa_ids, pa_mask, r_ids, r_mask)
-        hb = response_hidden(model_b, pb_ids, pb_mask, r_ids, r_mask)
+        hb = response_hidden(model_b, pb_ids, pb_mask, r_ids, r_mask).to(ha.device)
+        r_ids = r_ids.to(ha.device)
         parts: dict[str, list[Tensor]] = {}
         for c in range(0, r_ids.shape[1], chunk):
             sl = slice(c, c + chunk)
@@ -168,7 +223,9 @@ def generate_from_ids(model, tok, seqs: Sequence[Sequence[int]], max_new_tokens:
     out: list[list[int]] = []
     for s in range(0, len(seqs), batch_size):
         ids, mask = left_pad([list(x) for x in seqs[s: s + batch_size]], pad_id)
-        new = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)[:, ids.shape[1]:]
+        dev = _device(model)
+        new = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                             generation_config=gen_cfg)[:, ids.shape[1]:].cpu()
         valid = response_mask_from_ids(new, eos_id)
         out.extend(new[k, : int(valid[k].sum())].tolist() for k in range(new.shape[0]))
     return out

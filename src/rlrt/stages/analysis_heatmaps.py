@@ -20,8 +20,9 @@ import torch
 
 from rlrt.analysis import plots
 from rlrt.analysis.divergence import explore_exploit_candidates, log_probs, position_asymmetry
-from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt, teacher_context, teacher_prompt
-from rlrt.backends.local.model import load_checkpoint, seed_everything
+from rlrt.analysis.views import (load_model, pair_position_stats, sample_groups, student_prompt, teacher_context,
+                                 teacher_prompt)
+from rlrt.backends.local.model import seed_everything
 from rlrt.io import atomic_path, read_problems, write_json, write_text
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import Grader
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     h = cfg["heatmaps"]
     if len(args.out_png) != len(args.out_html) or len(args.out_png) != int(h["n_examples"]):
         raise SystemExit("need one --out-png and one --out-html per example (analysis.heatmaps.n_examples)")
-    model, tok = load_checkpoint(args.model)
+    model, tok = load_model(args.model, cfg.get("device"))
     rows = read_problems(args.data)[: int(h["n_problems"])]
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         groups = sample_groups(model, tok, rows, int(h["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],

@@ -23,8 +23,9 @@ import torch
 from rlrt.analysis import plots
 from rlrt.analysis.divergence import extreme_tokens
 from rlrt.analysis.markers import markers_markdown, score_tokens, stop_words, text_words
-from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt, teacher_context, teacher_prompt
-from rlrt.backends.local.model import load_checkpoint, seed_everything
+from rlrt.analysis.views import (load_model, pair_position_stats, sample_groups, student_prompt, teacher_context,
+                                 teacher_prompt)
+from rlrt.backends.local.model import seed_everything
 from rlrt.io import atomic_path, read_problems, write_json, write_text
 from rlrt.stages.common import parse, parser
 from rlrt.tasks.grading import Grader
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     seed = int(cfg["seed"])
     seed_everything(seed)
     m = cfg["markers"]
-    model, tok = load_checkpoint(args.model)
+    model, tok = load_model(args.model, cfg.get("device"))
     rows = read_problems(args.data)[: int(m["n_problems"])]
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         groups = sample_groups(model, tok, rows, int(m["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],

@@ -25,9 +25,9 @@ import torch
 from rlrt.analysis import plots
 from rlrt.analysis.divergence import position_asymmetry
 from rlrt.analysis.injection import POSITIONS, bin_problem, choose_positions, flip_table, inject
-from rlrt.analysis.views import (generate_from_ids, pair_position_stats, sample_groups, student_prompt,
+from rlrt.analysis.views import (generate_from_ids, load_model, pair_position_stats, sample_groups, student_prompt,
                                  teacher_context, teacher_prompt)
-from rlrt.backends.local.model import load_checkpoint, seed_everything
+from rlrt.backends.local.model import seed_everything
 from rlrt.io import atomic_path, read_problems, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     all_records, summaries = [], []
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         for k, (run, step, folder) in enumerate(progress(ckpts, desc="checkpoints", unit="ckpt")):
-            model, tok = load_checkpoint(folder)
+            model, tok = load_model(folder, cfg.get("device"))
             torch.manual_seed(seed)
             rng = np.random.default_rng([seed, k])
             records, summary = inject_checkpoint(model, tok, rows, cfg, grader.grade_batch, seed, rng)

@@ -17,8 +17,8 @@ import numpy as np
 
 from rlrt.analysis import plots
 from rlrt.analysis.shift import ccdf, overlap_curve, position_stats, tail_fractions
-from rlrt.analysis.views import pair_position_stats, sample_groups, student_prompt
-from rlrt.backends.local.model import load_checkpoint, seed_everything
+from rlrt.analysis.views import load_model, pair_position_stats, sample_groups, student_prompt
+from rlrt.backends.local.model import seed_everything
 from rlrt.io import atomic_path, read_problems, write_json
 from rlrt.progress import progress
 from rlrt.stages.common import parse, parser
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = list(s["runs"])
     if len(runs) != len(args.models):
         raise SystemExit("need one --models folder per run of analysis.shift.runs")
-    base, tok = load_checkpoint(args.base)
+    base, tok = load_model(args.base, cfg.get("device"))
     rows = read_problems(args.data)[: int(s["n_candidates"])]
     threshold, max_k = float(s["js_threshold"]), int(s["max_k"])
     probs = [float(x) for x in s["tail_thresholds"]]
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("no hard prompt: raise analysis.shift.n_candidates or max_correct")
         prompts = [student_prompt(tok, r["question"]) for r in hard]
         for run, folder in zip(progress(runs, desc="runs", unit="run"), args.models):
-            ft, _ = load_checkpoint(folder)
+            ft, _ = load_model(folder, cfg.get("device"))
             groups = sample_groups(ft, tok, hard, int(s["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],
                                    seed, grader.grade_batch, batch_size=int(cfg["batch_size"]))
             picks = [(g, i) for g in range(len(hard)) for i in range(groups.n)]
