@@ -1,0 +1,370 @@
+"""``make docs``: the documents whose numbers come from a run, written from what the run left behind.
+
+    python -m rlrt.docs [--configfile OVERLAY] [--results DIR] [--bench FILE] --out docs/
+
+* ``--results DIR``: a finished results tree (``make run``'s, by default the config's ``results:``) ->
+  ``<out>/results.md``: the claims table with its verdicts, Tables 1 and 3, the RLT tables and the reward-rank
+  correlation, the sweeps, the figures (linked by relative paths), the training-reward summary, and a stamp:
+  the machine, the date, the checkout's commit, the config's hash, and the jobs' wall time and job-seconds read
+  from Snakemake's ``benchmark:`` files (``<results>/benchmarks/``).
+* ``--bench FILE``: ``make bench``'s ``results/bench/pipeline.json`` -> ``<out>/performance.md``: per-stage jobs,
+  job-seconds and peak memory, the RL step's phase breakdown, the sampler's speed, the speed targets met or not,
+  under the stamp the benchmark recorded (its date, machine and commit).
+
+Every number in these documents is read from those files; nothing is typed by hand. ``results.md`` may carry one
+hand-written section between the lines ``<!-- BEGIN interpretation -->`` and ``<!-- END interpretation -->``: a
+regeneration keeps it, and refuses (exit 1, naming them) when it quotes a number the generated tables no longer
+contain, so no sentence can disagree with the numbers. A results tree without one of the tables its config
+plans is refused too (an unfinished run). Nothing here imports a model or runs a job: it takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rlrt.config import ConfigError, load_overlay
+from rlrt.tracking import git_commit
+
+BEGIN = "<!-- BEGIN interpretation -->"
+END = "<!-- END interpretation -->"
+
+# The speed targets of the pipeline on a 2-core machine: (what, how pipeline.json measures it, target, met?).
+SPEED_TARGETS = (
+    ("whole default DAG, wall", lambda r: r["wall_s"] / 60, "≤ 15 min", lambda v: v <= 15, "{:.1f} min"),
+    ("one RLRT step over one GRPO step", lambda r: r["step_time"]["rlrt_over_grpo"], "≤ 1.10x",
+     lambda v: v <= 1.10, "{:.2f}x"),
+    ("lean sampler over `generate`, tokens/s, same tokens (slowest batch)",
+     lambda r: min(x["speedup"] if x["same_tokens"] else 0.0 for x in r["sampler"]["results"].values()),
+     "≥ 3x", lambda v: v >= 3, "{:.2f}x"),
+    ("a model job's imports", lambda r: r["imports_s"]["model_job"], "≤ 2 s", lambda v: v <= 2, "{:.2f} s"),
+    ("`snakemake -n` on the finished tree", lambda r: r["dryrun_s"], "≤ 3 s", lambda v: v <= 3, "{:.2f} s"),
+)
+
+_NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?(?!\w|\.\d)")
+
+
+class DocsError(Exception):
+    """A results tree or benchmark file that cannot make a document; the message names the file."""
+
+
+# ---- stamp -----------------------------------------------------------------------------------------------------------
+
+def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """``<cores> cores, <CPU model>`` of this machine (the model from /proc/cpuinfo's first ``model name``)."""
+    model = "unknown CPU"
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """SHA-256 (first 12 hex digits) of the merged, validated config as canonical JSON."""
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def benchmark_totals(bench_dir: Path) -> dict[str, Any]:
+    """Snakemake's benchmark files (one TSV per job, column ``s`` = the job's seconds, ``max_rss`` in MB) ->
+    jobs, job-seconds and peak RSS per stage family (the first level under ``benchmarks/``), their totals, and the
+    wall span: first job's start (file time minus its seconds) to the last job's end (file time)."""
+    stages: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "peak_rss_mb": 0.0})
+    starts, ends = [], []
+    for tsv in sorted(bench_dir.rglob("*.tsv")):
+        with tsv.open() as f:
+            try:
+                row = next(csv.DictReader(f, delimiter="\t"))
+                s = float(row["s"])
+            except (StopIteration, KeyError, ValueError):
+                raise DocsError(f"{tsv}: not a Snakemake benchmark file (no row with a number in column 's')") \
+                    from None
+        rec = stages[tsv.relative_to(bench_dir).parts[0].removesuffix(".tsv")]
+        rec["jobs"] += 1
+        rec["job_seconds"] += s
+        rss = row.get("max_rss", "NA")
+        if rss not in ("NA", "", "-"):
+            rec["peak_rss_mb"] = max(rec["peak_rss_mb"], float(rss))
+        end = tsv.stat().st_mtime
+        starts.append(end - s)
+        ends.append(end)
+    if not ends:
+        raise DocsError(f"{bench_dir}: no Snakemake benchmark files")
+    return {"stages": dict(sorted(stages.items())), "jobs": len(ends),
+            "job_seconds": sum(r["job_seconds"] for r in stages.values()),
+            "wall_s": max(ends) - min(starts),
+            "first_start": datetime.fromtimestamp(min(starts), timezone.utc),
+            "last_end": datetime.fromtimestamp(max(ends), timezone.utc)}
+
+
+def _utc(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---- results.md ------------------------------------------------------------------------------------------------------
+
+def expected_tables(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """(heading, path under the results tree) of every table the config plans, in the document's order."""
+    exp = cfg.get("experiments") or {}
+    rlt = cfg.get("rlt") if (cfg.get("rlt") or {}).get("enabled", True) else None
+    out = []
+    if cfg.get("claims"):
+        out.append(("The claims", "tables/claims.md"))
+    out.append(("Table 1", "tables/table1.md"))
+    if exp.get("table3"):
+        out.append(("Table 3", "tables/table3.md"))
+    if rlt:
+        out += [("RLT Table 1", "tables/rlt_table1.md"), ("RLT Table 2: cold start", "tables/rlt_table2.md")]
+    if exp.get("sweeps"):
+        out.append(("Sweeps", "tables/sweeps.md"))
+    return out
+
+
+def _demote(md: str, levels: int = 2) -> str:
+    """A table file's own ``#`` headings one level under the document's ``##`` sections."""
+    return "\n".join("#" * levels + line if line.startswith("#") else line for line in md.strip().splitlines())
+
+
+def training_summary(curves_dir: Path) -> list[str]:
+    """``plots/training/training_<backbone>.csv`` (step, one column per run: its ``reward_mean``) -> a Markdown
+    table of each run's mean training reward over its first and last fifth of the steps (seeded replicates
+    ``+seed=<k>`` left out: the claims table scores them)."""
+    lines = ["| backbone | run | steps | reward, first fifth | reward, last fifth |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    files = sorted(curves_dir.glob("training_*.csv"))
+    for f in files:
+        backbone = f.stem.removeprefix("training_")
+        with f.open() as fh:
+            rows = list(csv.DictReader(fh))
+        runs = [c for c in (rows[0].keys() if rows else []) if c != "step" and "+seed=" not in c]
+        for run in runs:
+            vals = [float(r[run]) for r in rows if r[run] not in ("", None)]
+            if not vals:
+                continue
+            k = max(1, len(vals) // 5)
+            lines.append(f"| {backbone} | {run} | {len(vals)} | {statistics.fmean(vals[:k]):.3f} | "
+                         f"{statistics.fmean(vals[-k:]):.3f} |")
+    return lines if files else []
+
+
+def reward_rank(path: Path) -> list[str]:
+    """The reward-rank study (``rlt/reward_rank.json``): per rank the data set's mean RLT reward and the student's
+    accuracy, and Pearson r of (rank, accuracy)."""
+    try:
+        rr = json.loads(path.read_text())
+        r = rr["pearson_r"]
+        rows = [f"| {k} | {m:.2f} | {a:.1f} |" for k, m, a in zip(rr["ranks"], rr["mean_reward"], rr["accuracy"])]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DocsError(f"{path}: not the reward-rank file rules/rlt.smk writes ({type(e).__name__}: {e})") from None
+    r_text = f"{r:+.2f}" if r is not None else f"undefined ({rr.get('note')})"
+    return ["### Reward rank", "", f"`{path}` ({rr.get('y', 'student accuracy')}); Pearson r of (rank, accuracy) = "
+            f"{r_text}:", "", "| rank | mean RLT reward of the data set | student accuracy |",
+            "| ---: | ---: | ---: |", *rows, ""]
+
+
+def interpretation(existing: Path) -> str:
+    """The hand-written section of an existing ``results.md`` (markers included), or ''."""
+    if not existing.is_file():
+        return ""
+    text = existing.read_text()
+    i, j = text.find(BEGIN), text.find(END)
+    if i < 0 or j < i:
+        return ""
+    return text[i:j + len(END)]
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers a text quotes, sign and thousands separators dropped (``−5.6`` and ``+5.6`` are ``5.6``)."""
+    return {m.group().lstrip("+-−").replace(",", "") for m in _NUMBER.finditer(text)}
+
+
+def unsupported_numbers(doc: str) -> list[str]:
+    """Numbers the interpretation section of ``doc`` quotes that its generated part does not contain."""
+    i, j = doc.find(BEGIN), doc.find(END)
+    if i < 0 or j < i:
+        return []
+    generated = doc[:i] + doc[j + len(END):]
+    return sorted(numbers(doc[i + len(BEGIN):j]) - numbers(generated), key=lambda s: (len(s), s))
+
+
+def results_doc(results: Path, out_dir: Path, cfg: dict[str, Any], config_files: list[str],
+                kept: str = "", cpuinfo: str | Path = "/proc/cpuinfo", now: datetime | None = None) -> str:
+    """The text of ``results.md`` for the finished tree ``results`` (written into ``out_dir``)."""
+    rlt = any(p == "tables/rlt_table2.md" for _, p in expected_tables(cfg))
+    needed = [p for _, p in expected_tables(cfg)] + (["rlt/reward_rank.json"] if rlt else [])
+    missing = [p for p in needed if not (results / p).is_file()]
+    if missing:
+        raise DocsError(f"{results}: not a finished run of this config; missing {', '.join(missing)} "
+                        "(finish it with `make run`, or pass the config it ran with: CONFIG=...)")
+    bench = benchmark_totals(results / "benchmarks")
+    now = now or datetime.now(timezone.utc)
+    out = ["# Results of the latest full run", "",
+           f"Written by `make docs` (`python -m rlrt.docs`) from `{results}`; every number below is read from the "
+           "run's own files. Do not edit it by hand, except the interpretation section at the end.", "",
+           "| stamp | |", "| --- | --- |",
+           f"| written | {_utc(now)} |",
+           f"| machine (where `make docs` ran) | {machine(cpuinfo)} |",
+           f"| commit | `{git_commit()}` |",
+           f"| config (merged and validated) | {' + '.join(f'`{c}`' for c in config_files)}, sha256 "
+           f"`{config_hash(cfg)}` |",
+           f"| jobs | {bench['jobs']} (benchmark files under `{results}/benchmarks/`) |",
+           f"| job-seconds | {bench['job_seconds']:,.0f} |",
+           f"| wall time | {bench['wall_s'] / 60:,.1f} min: first job's start {_utc(bench['first_start'])} to the "
+           f"last job's end {_utc(bench['last_end'])} (a pause between an interrupted run and its rerun counts) |",
+           ""]
+    for heading, path in expected_tables(cfg):
+        out += [f"## {heading}", "", f"`{results}/{path}`:", "", _demote((results / path).read_text()), ""]
+        if path == "tables/rlt_table2.md":
+            out += reward_rank(results / "rlt/reward_rank.json")
+    training = training_summary(results / "plots" / "training")
+    if training:
+        out += ["## Training reward", "",
+                f"Per RL run, the mean of its logged training reward (`reward_mean`) over the first and the last fifth "
+                f"of its steps (`{results}/plots/training/`; the claims' seeded replicates are left out).", "",
+                *training, ""]
+    figures = sorted((results / "figures").glob("*.png"))
+    if figures:
+        out += ["## Figures", "", f"Copied from `{results}/figures/` into `{out_dir.name}/figures/` by `make docs`, so "
+                "that this document carries them.", ""]
+        out += [line for f in figures for line in (f"### {f.stem}", "", f"![{f.name}](figures/{f.name})", "")]
+    out += ["## Where the time went", "", "| stage | jobs | job-seconds | peak RSS of a job (MB) |",
+            "| --- | ---: | ---: | ---: |"]
+    out += [f"| {s} | {r['jobs']} | {r['job_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+            for s, r in bench["stages"].items()]
+    out += ["", kept or f"{BEGIN}\n{END}", ""]
+    return "\n".join(out)
+
+
+# ---- performance.md --------------------------------------------------------------------------------------------------
+
+def performance_doc(res: dict[str, Any], source: str, now: datetime | None = None) -> str:
+    """The text of ``performance.md`` from ``make bench``'s ``pipeline.json`` (``res``)."""
+    now = now or datetime.now(timezone.utc)
+    stamp = f"{res['date']}, {res['machine']}, commit `{res['commit']}`"
+    out = ["# Performance of the latest `make bench`", "",
+           f"Written by `make docs` (`python -m rlrt.docs`) on {_utc(now)} from `{source}`; every figure below is from "
+           f"that one `make bench` run: **{stamp}**. Do not edit it by hand.", "",
+           "## Whole default DAG", "",
+           f"`snakemake --cores {res['cores']}` on `config/config.yaml` in a fresh folder: "
+           f"**{res['wall_s'] / 60:.1f} min** wall, {res['jobs']} jobs, {res['job_seconds_total']:,.0f} job-seconds "
+           f"({stamp}).", "",
+           "| stage | jobs | job-seconds | peak RSS of a job (MB) |", "| --- | ---: | ---: | ---: |"]
+    out += [f"| {s} | {r['jobs']} | {r['job_seconds']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+            for s, r in res["stages"].items()]
+    rep = res.get("claims_replicates")
+    if rep:
+        out += ["", f"The claims study's seeded replicates (`<run>+seed=<k>`, k ≥ 1): {rep['jobs']} jobs, "
+                f"{rep['job_seconds']:,.0f} job-seconds, {100 * rep['share']:.0f} % of the DAG's job-seconds."]
+    st = res["step_time"]
+    b = st["breakdown_s"]
+    out += ["", "## One RL step", "",
+            f"S-base, {st['question_batch']} questions × {st['n_rollouts']} rollouts, mean of {st['steps']} steps, "
+            f"the three methods' steps alternated in one process (`bench/bench_step_time.py`; {stamp}): GRPO "
+            f"{st['grpo_step_s']:.2f} s, RLRT {st['rlrt_step_s']:.2f} s ({st['rlrt_over_grpo']:.2f}x), RLSD "
+            f"{st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x).", "",
+            "| phase (s) | GRPO | RLRT | RLSD |", "| --- | ---: | ---: | ---: |"]
+    for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
+        name = {"time_gen": "sampling", "time_old_logp": "old log-probs", "time_teacher": "teacher pass",
+                "teacher_rows": "teacher rows (count)"}.get(k, k.removeprefix("time_"))
+        fmt = "{:.0f}" if k == "teacher_rows" else "{:.3f}"
+        out.append(f"| {name} | " + " | ".join(fmt.format(b[m][k]) for m in ("grpo", "rlrt", "rlsd")) + " |")
+    out += ["", "## Sampler", "",
+            f"The lean sampler against `transformers`' `generate`, same checkpoint, prompts, batches, lengths and seed "
+            f"(`bench/bench_sampler.py`; {stamp}):", "",
+            "| batch | rows | tokens | generate tok/s | lean tok/s | speed-up | same tokens |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in res["sampler"]["results"].items():
+        out.append(f"| {name} | {r['rows']} | {r['generated_tokens']} | {r['generate_tok_per_s']:,.0f} | "
+                   f"{r['lean_tok_per_s']:,.0f} | {r['speedup']:.2f}x | {r['same_tokens']} |")
+    out += ["", "## Start-up", "",
+            f"`snakemake -n` on the finished tree: {res['dryrun_s']:.2f} s. Imports over an empty interpreter, best of "
+            f"3: a model job {res['imports_s']['model_job']:.2f} s, a table job {res['imports_s']['table_job']:.2f} s "
+            f"({stamp}).", "",
+            "## Speed targets", "", f"On {res['cores']} cores ({stamp}):", "",
+            "| target | measured | goal | met |", "| --- | ---: | ---: | --- |"]
+    for what, get, goal, ok, fmt in SPEED_TARGETS:
+        v = get(res)
+        out.append(f"| {what} | {fmt.format(v)} | {goal} | {'yes' if ok(v) else '**no**'} |")
+    out.append("")
+    return "\n".join(out)
+
+
+# ---- command line ----------------------------------------------------------------------------------------------------
+
+def copy_figures(src: Path, dst: Path) -> None:
+    """The run's PNG figures into ``dst`` (the document's own copy); a PNG there that the run no longer has goes."""
+    figures = {f.name: f for f in src.glob("*.png")}
+    dst.mkdir(parents=True, exist_ok=True)
+    for old in dst.glob("*.png"):
+        if old.name not in figures:
+            old.unlink()
+    for name, f in figures.items():
+        shutil.copyfile(f, dst / name)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", default=None, help="the overlay the run used (merged over config/config.yaml)")
+    p.add_argument("--results", default=None, help="a finished results tree (default: the config's results:)")
+    p.add_argument("--no-results", action="store_true", help="write performance.md only")
+    p.add_argument("--bench", default=None, help="make bench's pipeline.json (performance.md)")
+    p.add_argument("--out", default="docs", help="the folder the documents go to")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, problems = [], []
+    if not a.no_results:
+        try:
+            base = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+            overlay = a.configfile if a.configfile and Path(a.configfile).resolve() != base else None
+            files = ["config/config.yaml"] + ([overlay] if overlay else [])
+            cfg = load_overlay(overlay or base)
+            results = Path(a.results or cfg["results"])
+            kept = interpretation(out / "results.md")
+            doc = results_doc(results, out, cfg, files, kept)
+            copy_figures(results / "figures", out / "figures")
+            _write(out / "results.md", doc)
+            written.append(out / "results.md")
+            stale = unsupported_numbers(doc)
+            if stale:
+                problems.append(f"{out / 'results.md'}: the hand-written interpretation quotes {', '.join(stale)}, "
+                                "which the generated tables do not contain: correct it")
+        except (ConfigError, DocsError, OSError) as e:
+            problems.append(f"results.md not written: {e}")
+    if a.bench:
+        try:
+            res = json.loads(Path(a.bench).read_text())
+            _write(out / "performance.md", performance_doc(res, a.bench))
+            written.append(out / "performance.md")
+        except (OSError, ValueError, KeyError) as e:
+            problems.append(f"performance.md not written: {a.bench}: {type(e).__name__}: {e}")
+    for w in written:
+        print(f"wrote {w}")
+    for msg in problems:
+        print(f"docs: {msg}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
