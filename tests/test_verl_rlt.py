@@ -126,7 +126,7 @@ def test_reward_manager_run_single_through_verls_contract(tok, models, monkeypat
     cls = get_reward_manager_cls(vrlt.REWARD_MANAGER)
     assert cls is vrlt.RLTRewardManager
     monkeypatch.setattr(cls, "scorer", None)
-    monkeypatch.setattr(vrlt, "default_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr("rlrt.backends.verl.rlt_scorer.default_device", lambda: torch.device("cpu"))
     cfg = OmegaConf.create({"reward": {"reward_kwargs": {"teacher_path": tpath, "student_path": spath,
                                                          "alpha": 0.01, "lam": 3.0, "temperature": 1.0,
                                                          "missing_tag_penalty": -5.0, "micro_batch": 2,
@@ -136,8 +136,8 @@ def test_reward_manager_run_single_through_verls_contract(tok, models, monkeypat
 
     async def run():
         mgr = cls(config=cfg, tokenizer=tok, compute_score=None)
-        real = mgr.scorer.score_batch
-        monkeypatch.setattr(mgr.scorer, "score_batch", lambda d: calls.append(len(d)) or real(d))
+        real = mgr.scorer.score_samples
+        monkeypatch.setattr(mgr.scorer, "score_samples", lambda d: calls.append(len(d)) or real(d))
         return await asyncio.gather(*[mgr.run_single(data[i:i + 1]) for i in range(len(data))])
 
     out = asyncio.run(run())
@@ -269,15 +269,16 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     job = {"teacher_rl": {"steps": 125, "question_batch": 16, "n_samples": 64, "mini_batch": 16, "lr": 1e-6,
                           "temperature": 0.7, "alpha": 0.01, "lambda": 3.0, "beta": 0.04, "max_new_tokens": 16384,
                           "missing_tag_penalty": -1.0},
-           "seed": 1, "gpus": 4, "tracking": None, "verl": {"rollout": {"name": "vllm"}, "save_freq": 5}}
+           "seed": 1, "gpus": 5, "cpus": 16, "tracking": None, "verl": {"rollout": {"name": "vllm"}, "save_freq": 5}}
     o = vrlt.teacher_rl_overrides(job, "/m/teacher", "/m/student", "/d/t.parquet", "/c", "/w/agent_loops.yaml")
     cfg = _compose("ppo_trainer", o)
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == vrlt.AGENT_NAME == "rlt_teacher"
     assert cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path == "/w/agent_loops.yaml"
     assert cfg.data.filter_overlong_prompts is True
     assert cfg.reward.reward_manager.source == "importlib" and cfg.reward.num_workers == 1
-    assert cfg.reward.reward_manager.name == "RLTRewardManager" and cfg.rlrt.reward_gpus == 1
-    assert cfg.trainer.n_gpus_per_node == 3  # 4 for the job, 1 of them the reward worker's
+    assert cfg.reward.reward_manager.name == "RLTRewardManager" and cfg.rlrt.reward_cpus == 8
+    assert cfg.ray_kwargs.ray_init.num_cpus == 16  # the job's CPUs, half of them the reward worker's
+    assert cfg.trainer.n_gpus_per_node == 4  # 5 for the job, 1 of them the reward worker's
     assert cfg.trainer.use_v1 is False  # the legacy trainer, whose RewardLoopManager rlt.main() swaps
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
@@ -293,14 +294,14 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.actor_rollout_ref.actor.kl_loss_coef == 0.04
     assert cfg.algorithm.adv_estimator == "grpo" and cfg.trainer.total_training_steps == 125
     a = cfg.actor_rollout_ref
-    assert a.actor.use_dynamic_bsz is True and a.actor.ppo_max_token_len_per_gpu == 45056
-    assert a.rollout.log_prob_use_dynamic_bsz is True and a.ref.log_prob_max_token_len_per_gpu == 45056  # follow
+    assert a.actor.use_dynamic_bsz is True and a.actor.ppo_max_token_len_per_gpu == 24576  # paper.yaml's verl block
+    assert a.rollout.log_prob_use_dynamic_bsz is True and a.ref.log_prob_max_token_len_per_gpu == 24576  # follow
     assert cfg.trainer.save_freq == 5 and cfg.data.max_response_length == 16384
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
         _compose("ppo_trainer", o + ["actor_rollout_ref.rollout.temprature=1.0"])
-    with pytest.raises(ValueError, match="none left for the trainer"):
+    with pytest.raises(ValueError, match="leave none for the trainer"):
         vrlt.teacher_rl_overrides({**job, "gpus": 1}, "/m/teacher", "/m/student", "/d/t.parquet", "/c", "/w/a.yaml")
 
 
@@ -308,7 +309,7 @@ def test_reward_loop_workers_get_their_gpus():
     """verl starts reward-loop workers without GPUs (Ray then hides every GPU from them); ours ask for them."""
     from types import SimpleNamespace
 
-    cls = vrlt.reward_loop_manager_class(1)
+    cls = vrlt.reward_loop_manager_class(6)
     from verl.experimental.reward_loop import RewardLoopManager
 
     assert issubclass(cls, RewardLoopManager)
@@ -326,7 +327,7 @@ def test_reward_loop_workers_get_their_gpus():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("ray.get", lambda refs: refs)
         mgr._init_reward_loop_workers()
-    assert asked == [{"name": "reward_loop_worker_0", "num_gpus": 1.0}, {"name": "reward_loop_worker_1", "num_gpus": 1.0}]
+    assert asked == [{"name": f"reward_loop_worker_{i}", "num_gpus": 1.0, "num_cpus": 6.0} for i in (0, 1)]
     assert [w.args for w in mgr.reward_loop_workers] == [(mgr.config, "addr")] * 2
 
 
@@ -442,8 +443,8 @@ def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
     class LLM:
         def generate(self, prompts, sp):
             made["prompts"], made["sp"] = prompts, sp
-            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"e{i}.{j}" + END_EXPLANATION) for j in range(sp.n)])
-                    for i in range(len(prompts))]
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"e{i}.{j}" + END_EXPLANATION) for j in range(p.n)])
+                    for i, p in enumerate(sp)]
 
     def llm_factory(model, **kw):
         made["engine"] = (model, kw)
@@ -455,7 +456,8 @@ def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
     assert made["prompts"] == [{"prompt_token_ids": local.encode(tok, local.teacher_prompt(tok, q["question"],
                                                                                             q["solution"]))}
                                for q in QUESTIONS]
-    assert vars(made["sp"]) == {"n": 2, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 64, "seed": 5}
+    assert [vars(sp) for sp in made["sp"]] == [{"n": 2, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 64,
+                                                "seed": vrlt.request_seed(5, q["question"])} for q in QUESTIONS]
     assert made["engine"] == ("/m/teacher", {"tensor_parallel_size": 2, "seed": 5})
 
     def short(model, **kw):

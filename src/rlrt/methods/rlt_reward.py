@@ -50,19 +50,31 @@ def solution_reward(student_logp: Tensor, solution_mask: Tensor, alpha: float = 
     return mean_plus_extreme(student_logp, solution_mask, alpha, "min")
 
 
-def token_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0) -> Tensor:
+KL_CHUNK = 512  # positions per block of token_kl: ~4 fp32 (N, 512, V) temporaries, ~0.3 GB each at V = 152k, N = 1
+
+
+def token_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0,
+             chunk: int | None = KL_CHUNK) -> Tensor:
     """KL_t = KL(pi_teacher(.|...) || pi_student(.|...)) over the full vocabulary at every position.
 
     Args:
         teacher_logits, student_logits: (N, T, V), aligned on the same explanation tokens (the teacher's context
-            has the solution, the student's does not).
+            has the solution, the student's does not); any float dtype (bf16 logits stay bf16 outside a block).
         temperature: both are divided by it.
+        chunk: positions per block. Each block is cast to fp32 and normalised on its own (the KL at a position
+            depends on that position only), so the fp32 temporaries are (N, chunk, V), never (N, T, V); None is
+            one block. The result does not depend on it.
     Returns:
-        (N, T), >= 0, no gradient needed (it is a reward).
+        (N, T) fp32, >= 0, no gradient needed (it is a reward).
     """
-    lt = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    ls = torch.log_softmax(student_logits.detach().float() / temperature, dim=-1)
-    return kl_div(lt, ls)
+    T = teacher_logits.shape[-2]
+    step = T if chunk is None else max(1, int(chunk))
+    out = torch.empty(teacher_logits.shape[:-1], dtype=torch.float32, device=teacher_logits.device)
+    for s in range(0, T, step):
+        lt = torch.log_softmax(teacher_logits[..., s:s + step, :].detach().float() / temperature, dim=-1)
+        ls = torch.log_softmax(student_logits[..., s:s + step, :].detach().float() / temperature, dim=-1)
+        out[..., s:s + step] = kl_div(lt, ls)
+    return out
 
 
 def kl_reward(kl_tokens: Tensor, explanation_mask: Tensor, alpha: float = 0.01) -> Tensor:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.get("backend", "local") == "verl":  # paper scale: vLLM, the same prompt ids
         from transformers import AutoTokenizer
 
-        from rlrt.backends.verl.rlt import teacher_completions
+        from rlrt.backends.verl.rlt_generate import teacher_completions
 
         tok = AutoTokenizer.from_pretrained(args.teacher)
         expl = teacher_completions(args.teacher, rows, 1, int(cfg["max_new_tokens"]), float(cfg["temperature"]),

@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_jsonl(args.data)[: int(rr["n_questions"])]
     rep = [r for r in rows for _ in range(K)]
     if cfg.get("backend", "local") == "verl":  # paper scale: vLLM candidates, the same reward on the GPU
-        from rlrt.backends.verl.rlt import RLTRewardSettings, RLTScorer, teacher_completions
+        from rlrt.backends.verl.rlt_generate import completions_in_subprocess
+        from rlrt.backends.verl.rlt_scorer import RLTRewardSettings, RLTScorer
 
-        completions = teacher_completions(args.teacher, rows, K, int(cfg["max_new_tokens"]), float(cfg["temperature"]),
-                                          seed, int(cfg.get("gpus") or 1))
+        # vLLM in a process of its own that has exited (freeing the GPU) before the two HF models load here
+        completions = completions_in_subprocess(args.teacher, rows, K, int(cfg["max_new_tokens"]),
+                                                float(cfg["temperature"]), seed, int(cfg.get("gpus") or 1),
+                                                work_dir=f"{args.out_dir}.work")
         settings = RLTRewardSettings(alpha=float(cfg["alpha"]), lam=float(cfg["lam"]),
                                      temperature=float(cfg["reward_temperature"]))
         scorer = RLTScorer.from_paths(args.teacher, args.student, settings)

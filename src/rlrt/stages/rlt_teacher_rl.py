@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         from rlrt.backends.verl.rlt import run_teacher_rl
 
         rows = read_jsonl(args.data)
-        run_teacher_rl(cfg, args.teacher, args.student, rows, args.out, f"{args.out}.work")  # work dir: not an output
+        run_teacher_rl({**cfg, "cpus": args.threads}, args.teacher, args.student, rows, args.out,
+                       f"{args.out}.work")  # work dir: not an output
         write_json(args.metrics, {"summary": {"questions": len(rows), "steps": int(cfg["teacher_rl"]["steps"]),
                                               "backend": "verl"}, "history": [], "config": cfg["teacher_rl"]})
         return

@@ -154,6 +154,12 @@ def sft_overrides(job_cfg: dict[str, Any], model_path: str, train_file: str, ckp
     sequence (longer rows are an error, never silently cut). The schedule is the local one
     (``rlrt.backends.local.lm``): warm-up of min(10, max(1, steps // 10)) steps, cosine to 0.1 x lr, weight
     decay 0.01. Also ``seed``, ``gpus``, ``tracking``, ``verl.extra_overrides``.
+
+    verl's SFT trainer packs micro-batches by tokens (``data.use_dynamic_bsz``) up to
+    ``data.max_token_len_per_gpu``, and asserts that one sequence fits (``seqlen_balancing``: ``max_token_len >=
+    max_seq_len``): it is set to ``max_length`` (verl's own default, 8,192, is below the paper's sequences).
+    ``resume_every`` (the block's resumable-state cadence) is verl's ``trainer.save_freq``; without it verl saves
+    only at the end and a requeued job starts over.
     """
     sft = job_cfg[block]
     bs = min(int(sft["batch_size"]), int(n_examples))
@@ -161,17 +167,20 @@ def sft_overrides(job_cfg: dict[str, Any], model_path: str, train_file: str, ckp
     warmup = min(10, max(1, steps // 10))
     epochs = -(-steps * bs // int(n_examples))  # enough epochs to reach `steps`; total_training_steps stops it
     gpus = int(job_cfg.get("gpus") or 1)
+    max_length = int(job_cfg["max_length"])
+    save_freq = int(sft.get("resume_every") or 0) or -1  # 0 / absent: verl's -1, the final checkpoint only
     o = [
         f"model.path={model_path}",
         f"data.train_files={train_file}", "data.val_files=null", "data.messages_key=messages",
-        f"data.train_batch_size={bs}", f"data.max_length={int(job_cfg['max_length'])}", "data.truncation=error",
+        f"data.train_batch_size={bs}", f"data.max_length={max_length}", "data.truncation=error",
+        "data.use_dynamic_bsz=True", f"data.max_token_len_per_gpu={max_length}",
         f"data.micro_batch_size_per_gpu={int(sft.get('micro_batch_per_gpu', 1))}",
         f"optim.lr={float(sft['lr'])}", "optim.lr_scheduler_type=cosine", f"optim.lr_warmup_steps={warmup}",
         "optim.min_lr_ratio=0.1", "optim.weight_decay=0.01",
         f"trainer.total_epochs={epochs}", f"trainer.total_training_steps={steps}",
         f"trainer.default_local_dir={ckpt_dir}",
         f"trainer.seed={int(job_cfg.get('seed', 0))}", f"trainer.n_gpus_per_node={gpus}", "trainer.nnodes=1",
-        "trainer.resume_mode=auto", "trainer.project_name=rlrt",
+        "trainer.resume_mode=auto", f"trainer.save_freq={save_freq}", "trainer.project_name=rlrt",
         "trainer.experiment_name=" + ("rlt_teacher_sft" if block == "teacher_sft" else
                                       f"rlt_sft_{job_cfg.get('student', 'student')}_{job_cfg.get('data', 'rlt')}"),
         f"trainer.logger={'[console,mlflow]' if job_cfg.get('tracking') else '[console]'}",
