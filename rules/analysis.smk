@@ -17,7 +17,7 @@ def analysis_cfg(name, **extra):
         "sampling": a["sampling"], "temperature": a["temperature"], "context": a["context"],
         "position_chunk": a["position_chunk"], "micro_batch": a["micro_batch"], "batch_size": a["batch_size"],
         "max_new_tokens": config["backbones"][b]["max_response_length"],
-        "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK, **extra,
+        "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK, **chat_kwargs(b), **extra,
         # paper scale: the models on the job's GPU (rlrt.backends.local.model.load_checkpoint); the local default
         # keeps its params as they were (no key), so its analyses do not rerun
         **({"device": "cuda"} if BACKEND == "verl" else {}),

@@ -22,7 +22,7 @@ from torch import Tensor
 from rlrt.backends.local.model import load_checkpoint
 from rlrt.backends.local.rollout import Rollouts, left_pad, response_mask_from_ids, sample
 from rlrt.tasks.prompts import chat_prompt, user_message
-from rlrt.teacher import build_contexts, teacher_user_message
+from rlrt.teacher import build_contexts, problem_contexts, teacher_user_message
 
 StatFn = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 
@@ -98,9 +98,10 @@ class _OnDevice:
 
 def sample_groups(model, tok, rows: Sequence[dict], n: int, max_new_tokens: int, sampling: dict, seed: int,
                   grade_fn: Callable[[list[str], list[str]], list[float]], batch_size: int = 256,
-                  progress: bool = False) -> Groups:
-    """Sample ``n`` responses per problem with ``sampling`` (temperature, top_p, top_k) and grade them."""
-    prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
+                  progress: bool = False, template_kwargs: dict | None = None) -> Groups:
+    """Sample ``n`` responses per problem with ``sampling`` (temperature, top_p, top_k) and grade them; prompts
+    are rendered with the backbone's chat ``template_kwargs`` (as every prompt here)."""
+    prompts = [chat_prompt(tok, user_message(r["question"]), template_kwargs) for r in rows]
     on_cpu = _device(model).type == "cpu"
     ro = sample(model if on_cpu else _OnDevice(model), tok, prompts, n, max_new_tokens,
                 temperature=float(sampling["temperature"]),
@@ -111,34 +112,39 @@ def sample_groups(model, tok, rows: Sequence[dict], n: int, max_new_tokens: int,
     return Groups(list(rows), n, ro, correct)
 
 
-def teacher_context(groups: Groups, g: int, i: int, kind: str = "sibling") -> tuple[str, str]:
+def teacher_context(groups: Groups, g: int, i: int, kind: str = "sibling", split: str = "?") -> tuple[str, str]:
     """The privileged context ``c`` for rollout (g, i) and the template kind it goes in.
 
     The choice is the training teacher's (:func:`rlrt.teacher.build_contexts`): ``sibling`` (RLRT's teacher) is
     the first *other* correct rollout of the same problem, thinking stripped. Where training gives no context
     (no other correct rollout: the update then leaves the sample unweighted), an analysis still needs a teacher
     view to compare, so this falls back to the dataset's reference solution in the ``reference`` template -- the
-    context :func:`rlrt.teacher.build_contexts` gives for ``reference`` (RLSD's teacher). ``reference``: always
-    that solution. Returns ``(context, kind_used)``.
+    context :func:`rlrt.teacher.build_contexts` gives for ``reference`` (RLSD's teacher) -- or, for a data set
+    without solutions (AIME25/26, HMMT, AMC23), to the gold answer in the ``answer`` template (RLSD's teacher
+    there). ``reference`` / ``answer``: always that text; an empty one raises naming ``split`` (the analysed split)
+    and the row id. Returns ``(context, kind_used)``.
     """
-    if kind not in ("sibling", "reference"):
-        raise ValueError(f"unknown teacher context kind {kind!r}; expected sibling or reference")
+    if kind not in ("sibling", "reference", "answer"):
+        raise ValueError(f"unknown teacher context kind {kind!r}; expected sibling, reference or answer")
     if kind == "sibling":
         texts = [[groups.text(g, j) for j in range(groups.n)]]
         context = build_contexts("sibling", groups.correct[g: g + 1].tolist(), texts)[0][i]
         if context is not None:
             return context, "sibling"
-    return build_contexts("reference", [[0.0]], [[""]], [groups.rows[g]["solution"]])[0][0], "reference"
+        kind = "reference" if str(groups.rows[g].get("solution") or "").strip() else "answer"
+    text = problem_contexts(kind, [groups.rows[g]], split)
+    return build_contexts(kind, [[0.0]], [[""]], text)[0][0], kind
 
 
-def teacher_prompt(tok, question: str, context: str, kind: str) -> list[int]:
-    """Teacher prompt ids: the student's chat prompt with the context inserted in the user turn (rlrt.teacher)."""
-    text = chat_prompt(tok, teacher_user_message(user_message(question), context, kind))
+def teacher_prompt(tok, question: str, context: str, kind: str, template_kwargs: dict | None = None) -> list[int]:
+    """Teacher prompt ids: the student's chat prompt with the context inserted in the user turn (rlrt.teacher),
+    rendered with the backbone's chat ``template_kwargs``."""
+    text = chat_prompt(tok, teacher_user_message(user_message(question), context, kind), template_kwargs)
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def student_prompt(tok, question: str) -> list[int]:
-    return tok(chat_prompt(tok, user_message(question)), add_special_tokens=False)["input_ids"]
+def student_prompt(tok, question: str, template_kwargs: dict | None = None) -> list[int]:
+    return tok(chat_prompt(tok, user_message(question), template_kwargs), add_special_tokens=False)["input_ids"]
 
 
 def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

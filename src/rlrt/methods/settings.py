@@ -42,7 +42,8 @@ class TokenWeightSettings(MethodSettings):
 
     norm_adv_by_std: bool = True
     context: str = "sibling"
-    """The teacher's privileged context: ``sibling`` (another correct rollout) or ``reference`` (the solution)."""
+    """The teacher's privileged context: ``sibling`` (another correct rollout), ``reference`` (the data set's
+    solution) or ``answer`` (the gold answer in the reference template: RLSD where the data has no solution)."""
     lambda_init: float = 0.5
     """λ at step 0: the share of the token weight in the mix (0 recovers GRPO exactly)."""
     lambda_decay_steps: Optional[int] = None
@@ -168,8 +169,8 @@ def field_doc(cls: type[MethodSettings], name: str) -> str:
 
 # The values a string field may take, per field name (the schema's enums are the union over methods).
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
-    (TokenWeightSettings, "context"): ("sibling", "reference"),
-    (SDPOSettings, "context"): ("sibling", "reference"),
+    (TokenWeightSettings, "context"): ("sibling", "reference", "answer"),
+    (SDPOSettings, "context"): ("sibling", "reference", "answer"),
     (GRPOEBSettings, "variant"): ("advantage", "loss"),
     (DIVERSettings, "variant"): ("equation", "bleu"),
 }

@@ -14,6 +14,7 @@ Outputs: one PNG and one self-contained HTML heatmap per chosen rollout, and a J
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,16 +71,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_problems(args.data)[: int(h["n_problems"])]
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         groups = sample_groups(model, tok, rows, int(h["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],
-                               seed, grader.grade_batch, batch_size=int(cfg["batch_size"]))
+                               seed, grader.grade_batch, batch_size=int(cfg["batch_size"]),
+                               template_kwargs=cfg.get("chat_template_kwargs"))
     picks = choose_rollouts(groups.correct, int(h["n_examples"]))
     if len(picks) < int(h["n_examples"]):
         raise SystemExit(f"only {len(picks)} problems for {h['n_examples']} examples: raise n_problems")
-    contexts = [teacher_context(groups, g, i, cfg["context"]) for g, i in picks]
+    contexts = [teacher_context(groups, g, i, cfg["context"], Path(args.data).stem) for g, i in picks]
+    kw = cfg.get("chat_template_kwargs")  # the backbone's chat-template variables (none by default)
     responses = [groups.response(g, i) for g, i in picks]
     temperature = float(cfg["temperature"])
     stats = pair_position_stats(
-        model, [student_prompt(tok, rows[g]["question"]) for g, _ in picks],
-        model, [teacher_prompt(tok, rows[g]["question"], c, kind) for (g, _), (c, kind) in zip(picks, contexts)],
+        model, [student_prompt(tok, rows[g]["question"], kw) for g, _ in picks],
+        model, [teacher_prompt(tok, rows[g]["question"], c, kind, kw) for (g, _), (c, kind) in zip(picks, contexts)],
         responses, position_values(temperature, int(h["candidates_top"]), int(h["candidates_show"])),
         pad_id=tok.pad_token_id, chunk=int(cfg["position_chunk"]), micro_batch=int(cfg["micro_batch"]))
 

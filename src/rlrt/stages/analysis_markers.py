@@ -16,6 +16,7 @@ and a JSON summary with the corpus sizes.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_problems(args.data)[: int(m["n_problems"])]
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         groups = sample_groups(model, tok, rows, int(m["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],
-                               seed, grader.grade_batch, batch_size=int(cfg["batch_size"]), progress=True)
+                               seed, grader.grade_batch, batch_size=int(cfg["batch_size"]), progress=True,
+                               template_kwargs=cfg.get("chat_template_kwargs"))
     pairs = choose_pairs(groups.correct)
     picks = [(g, i) for g, ic, iw in pairs for i in (ic, iw)]
-    contexts = [teacher_context(groups, g, i, cfg["context"]) for g, i in picks]
+    contexts = [teacher_context(groups, g, i, cfg["context"], Path(args.data).stem) for g, i in picks]
+    kw = cfg.get("chat_template_kwargs")  # the backbone's chat-template variables (none by default)
     temperature = float(cfg["temperature"])
 
     def fn(ls: torch.Tensor, lt: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -69,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         return {"explore": explore, "exploit": exploit}
 
     stats = pair_position_stats(
-        model, [student_prompt(tok, rows[g]["question"]) for g, _ in picks],
-        model, [teacher_prompt(tok, rows[g]["question"], c, kind) for (g, _), (c, kind) in zip(picks, contexts)],
+        model, [student_prompt(tok, rows[g]["question"], kw) for g, _ in picks],
+        model, [teacher_prompt(tok, rows[g]["question"], c, kind, kw) for (g, _), (c, kind) in zip(picks, contexts)],
         [groups.response(g, i) for g, i in picks], fn, pad_id=tok.pad_token_id, chunk=int(cfg["position_chunk"]),
         micro_batch=int(cfg["micro_batch"]))
     ids = {int(v) for st in stats for key in ("explore", "exploit") for v in st[key]}

@@ -54,8 +54,9 @@ def inject_checkpoint(model, tok, rows, cfg: dict, grade_fn, seed: int, rng: np.
     Returns one record per injected continuation (bin, position, t, D̄_t, before, after, text) and a summary.
     """
     r = cfg["reflection"]
+    kw = cfg.get("chat_template_kwargs")  # the backbone's chat-template variables (none by default)
     groups = sample_groups(model, tok, rows, int(r["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"], seed,
-                           grade_fn, batch_size=int(cfg["batch_size"]))
+                           grade_fn, batch_size=int(cfg["batch_size"]), template_kwargs=kw)
     targets = []
     bins = {"hard": 0, "easy": 0}
     for g, row in enumerate(groups.correct):
@@ -70,13 +71,13 @@ def inject_checkpoint(model, tok, rows, cfg: dict, grade_fn, seed: int, rng: np.
                "n_targets": len(targets)}
     if not targets:
         return [], summary
-    contexts = [teacher_context(groups, g, i, cfg["context"]) for g, i, _ in targets]
+    contexts = [teacher_context(groups, g, i, cfg["context"], r.get("split", "train")) for g, i, _ in targets]
     responses = [groups.response(g, i) for g, i, _ in targets]
-    prompts = [student_prompt(tok, rows[g]["question"]) for g, _, _ in targets]
+    prompts = [student_prompt(tok, rows[g]["question"], kw) for g, _, _ in targets]
     temperature = float(cfg["temperature"])
     dbars = pair_position_stats(
         model, prompts, model,
-        [teacher_prompt(tok, rows[g]["question"], c, kind) for (g, _, _), (c, kind) in zip(targets, contexts)],
+        [teacher_prompt(tok, rows[g]["question"], c, kind, kw) for (g, _, _), (c, kind) in zip(targets, contexts)],
         responses, lambda ls, lt, ids: {"dbar": position_asymmetry(ls, lt, temperature)}, pad_id=tok.pad_token_id,
         chunk=int(cfg["position_chunk"]), micro_batch=int(cfg["micro_batch"]))
     reflection = tok(r["text"], add_special_tokens=False)["input_ids"]

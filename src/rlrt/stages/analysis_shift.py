@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with Grader(workers=int(cfg.get("grader_workers", 1))) as grader:
         screen = sample_groups(base, tok, rows, int(s["n_base_rollouts"]), int(cfg["max_new_tokens"]),
-                               cfg["sampling"], seed, grader.grade_batch, batch_size=int(cfg["batch_size"]))
+                               cfg["sampling"], seed, grader.grade_batch, batch_size=int(cfg["batch_size"]),
+                               template_kwargs=cfg.get("chat_template_kwargs"))
         hard = [rows[g] for g in range(len(rows)) if screen.correct[g].sum() <= int(s["max_correct"])]
         hard = hard[: int(s["n_prompts"])]
         log.info("%d of %d candidate problems are hard for the base (<= %d of %d correct); using %d", len(
@@ -63,11 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             s["max_correct"], s["n_base_rollouts"], len(hard))
         if not hard:
             raise SystemExit("no hard prompt: raise analysis.shift.n_candidates or max_correct")
-        prompts = [student_prompt(tok, r["question"]) for r in hard]
+        prompts = [student_prompt(tok, r["question"], cfg.get("chat_template_kwargs")) for r in hard]
         for run, folder in zip(progress(runs, desc="runs", unit="run"), args.models):
             ft, _ = load_model(folder, cfg.get("device"))
             groups = sample_groups(ft, tok, hard, int(s["n_rollouts"]), int(cfg["max_new_tokens"]), cfg["sampling"],
-                                   seed, grader.grade_batch, batch_size=int(cfg["batch_size"]))
+                                   seed, grader.grade_batch, batch_size=int(cfg["batch_size"]),
+                                   template_kwargs=cfg.get("chat_template_kwargs"))
             picks = [(g, i) for g in range(len(hard)) for i in range(groups.n)]
             stats = pair_position_stats(
                 ft, [prompts[g] for g, _ in picks], base, [prompts[g] for g, _ in picks],

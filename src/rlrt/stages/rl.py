@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="history + summary JSON")
     p.add_argument("--checkpoints", default=None, help="folder of intermediate checkpoints step_<k>")
     args, cfg = parse(p, argv)
+    check_contexts(cfg, args.data)
     if cfg.get("backend", "local") == "verl":  # paper scale: the same method step inside verl's trainer
         from rlrt.backends.verl.train import run
 
@@ -60,12 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_method(cfg["method"])
     settings = spec.make_settings(cfg.get("method_cfg") or {}, where="method_cfg")
     method_cfg = as_dict(settings)
-    rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "seed": seed,
-                                        "max_response_length": cfg["max_response_length"]})
+    kw = cfg["backbone"].get("chat_template_kwargs")  # the backbone's chat-template variables (none by default)
+    rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "seed": seed, "max_response_length": cfg["max_response_length"],
+                                        "chat_template_kwargs": kw})
     model, tok = load_checkpoint(args.model)
     rows = read_problems(args.data)
     # a training prompt the context cannot hold next to a full response is a counted, logged skip
-    fits = check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows]),
+    fits = check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows], kw),
                                 int(model.config.max_position_embeddings) - rl_cfg.max_response_length, args.data,
                                 policy="skip")
     rows = [rows[i] for i in fits]
@@ -105,6 +107,18 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.metrics, {"summary": summary, "method_cfg": method_cfg, "history": history, "run": run,
                               "seed": seed, "save_steps": save_steps})
     track(cfg, args.metrics)
+
+
+def check_contexts(cfg: dict, data: str) -> None:
+    """Before any training (either backend): every train row has the text its teacher context is made of
+    (``reference``: a solution, ``answer``: a gold answer); an empty one raises naming the split and the row."""
+    from rlrt.teacher import problem_contexts
+
+    spec = get_method(cfg["method"])
+    if spec.teacher == "none":
+        return
+    kind = str(getattr(spec.make_settings(cfg.get("method_cfg") or {}, where="method_cfg"), "context", "none"))
+    problem_contexts(kind, read_problems(data), Path(data).stem)
 
 
 def track(cfg: dict, metrics_path: str) -> None:

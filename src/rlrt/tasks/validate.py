@@ -72,13 +72,13 @@ def remove_overlap(rows: Sequence[Mapping[str, Any]], others: Mapping[str, Itera
     return [r for k, r in enumerate(rows) if k not in drop], counts
 
 
-def prompt_lengths(tokenizer, questions: Sequence[str]) -> list[int]:
+def prompt_lengths(tokenizer, questions: Sequence[str], template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
     """Token count of each question's generation prompt, built and encoded exactly as the local engine samples it
-    (``chat_prompt(tokenizer, user_message(q))``, no special tokens added)."""
+    (``chat_prompt(tokenizer, user_message(q), template_kwargs)``, no special tokens added)."""
     from rlrt.tasks.prompts import chat_prompt, user_message
 
-    return [len(tokenizer(chat_prompt(tokenizer, user_message(q)), add_special_tokens=False)["input_ids"])
-            for q in questions]
+    return [len(tokenizer(chat_prompt(tokenizer, user_message(q), template_kwargs),
+                          add_special_tokens=False)["input_ids"]) for q in questions]
 
 
 def check_prompt_lengths(lengths: Sequence[int], limit: int, where: str, policy: str = "error") -> list[int]:

@@ -37,7 +37,7 @@ from rlrt.methods.registry import MethodSpec
 from rlrt.methods.settings import MethodSettings
 from rlrt.methods.shaping import Shaped, TeacherScores, rows_needing_teacher, shape_advantages
 from rlrt.tasks.prompts import chat_prompt, user_message
-from rlrt.teacher import teacher_user_message
+from rlrt.teacher import problem_contexts, teacher_user_message
 
 __all__ = ["RLConfig", "LocalTeacher", "rl_step", "train", "warmup_lr"]
 
@@ -61,6 +61,7 @@ class RLConfig:
     micro_batch: int = 64
     gen_batch_size: int = 256
     seed: int = 0
+    chat_template_kwargs: Optional[dict] = None  # the backbone's (rlrt.tasks.prompts.chat_prompt); None = none
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RLConfig":
@@ -72,8 +73,10 @@ class RLConfig:
                          self.clip_high, self.clip_ratio_c, self.loss_agg, self.grad_clip)
 
 
-def teacher_inputs(tokenizer, user_msgs: Sequence[str], contexts: list[list[str | None]], kind: str, n: int):
-    """Left-padded teacher prompt ids (B, P') and has_context (B,) for grouped rows (B = G * n).
+def teacher_inputs(tokenizer, user_msgs: Sequence[str], contexts: list[list[str | None]], kind: str, n: int,
+                   template_kwargs: Optional[dict] = None):
+    """Left-padded teacher prompt ids (B, P') and has_context (B,) for grouped rows (B = G * n); the chat template
+    renders with the backbone's ``template_kwargs``.
 
     A group's rows share one or two contexts (and every row without one shares the bare question), so each
     distinct (question, context) prompt is rendered and tokenized once."""
@@ -84,7 +87,7 @@ def teacher_inputs(tokenizer, user_msgs: Sequence[str], contexts: list[list[str 
             c = contexts[g][i]
             has.append(c is not None)
             if c not in seen:
-                seen[c] = tokenizer(chat_prompt(tokenizer, teacher_user_message(msg, c, kind)),
+                seen[c] = tokenizer(chat_prompt(tokenizer, teacher_user_message(msg, c, kind), template_kwargs),
                                     add_special_tokens=False)["input_ids"]
             prompts.append(seen[c])
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
@@ -104,15 +107,17 @@ class LocalTeacher:
 
     def __init__(self, scorer, tokenizer, user_msgs: Sequence[str], ro: Rollouts, n: int, temperature: float,
                  micro_batch: int, needed: Optional[Callable[[torch.Tensor, bool], torch.Tensor]] = None,
-                 old_logp: Optional[torch.Tensor] = None):
+                 old_logp: Optional[torch.Tensor] = None, template_kwargs: Optional[dict] = None):
         self.scorer, self.tok, self.user_msgs, self.ro, self.n = scorer, tokenizer, user_msgs, ro, n
+        self.template_kwargs = template_kwargs
         self.temperature, self.micro_batch = temperature, micro_batch
         self.needed, self.old_logp = needed, old_logp
         self.ids = self.mask = None
         self.n_scored = 0
 
     def score(self, contexts, kind: str, want_logp: bool, want_entropy: bool) -> TeacherScores:
-        self.ids, self.mask, has = teacher_inputs(self.tok, self.user_msgs, contexts, kind, self.n)
+        self.ids, self.mask, has = teacher_inputs(self.tok, self.user_msgs, contexts, kind, self.n,
+                                                  self.template_kwargs)
         if not (want_logp or want_entropy):
             return TeacherScores(has, None, None)
         rows = (self.needed(has, want_entropy) if self.needed is not None
@@ -177,6 +182,11 @@ def step_metrics(step: int, rewards: torch.Tensor, G: int, ro: Rollouts, old_ent
     }
 
 
+def _context_kind(spec: MethodSpec, settings: MethodSettings) -> str:
+    """The teacher's context kind of a method (``none`` without a teacher)."""
+    return str(getattr(settings, "context", "none")) if spec.teacher != "none" else "none"
+
+
 def rl_step(
     model, tokenizer, optimizer, spec: MethodSpec, settings: MethodSettings, cfg: RLConfig,
     batch: Sequence[dict], step: int, grade_fn: Callable[[list[str], list[str]], list[float]],
@@ -193,7 +203,7 @@ def rl_step(
     n, G = cfg.n_rollouts, len(batch)
     # 1. sample
     user_msgs = [user_message(row["question"]) for row in batch]
-    prompts = [chat_prompt(tokenizer, m) for m in user_msgs]
+    prompts = [chat_prompt(tokenizer, m, cfg.chat_template_kwargs) for m in user_msgs]
     ro: Rollouts = sample(model, tokenizer, prompts, n, cfg.max_response_length, temperature=cfg.temperature,
                           seed=cfg.seed * 100003 + step, batch_size=cfg.gen_batch_size)
     t1 = time.perf_counter()
@@ -208,10 +218,12 @@ def rl_step(
     t3 = time.perf_counter()
     teacher = LocalTeacher(teacher_model if teacher_model is not None else model, tokenizer, user_msgs, ro, n,
                            cfg.temperature, cfg.micro_batch, old_logp=old_logp,
+                           template_kwargs=cfg.chat_template_kwargs,
                            needed=lambda has, want_ent: rows_needing_teacher(spec, settings, rewards.view(G, n), has,
                                                                              want_ent))
     sh = shape_advantages(spec, settings, rewards.view(G, n), [ro.texts[g * n:(g + 1) * n] for g in range(G)],
-                          [row["solution"] for row in batch], old_logp, old_ent, ro.response_mask, step,
+                          problem_contexts(_context_kind(spec, settings), batch, "train"), old_logp, old_ent,
+                          ro.response_mask, step,
                           teacher.score)
     t4 = time.perf_counter()
     # 5. one PPO epoch
