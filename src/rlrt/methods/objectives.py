@@ -54,6 +54,11 @@ class MicroBatch:
     mask:       (b, R) response mask.
     plan:       the step's ``Plan`` sliced to these rows.
     teacher_logits: () -> (b, R, V) the teacher view's logits (called only for rows that distill).
+    teacher_logprobs: instead of ``teacher_logits`` (which may then be None): idx (b, R, K) -> (b, R, K), the
+                teacher view's log-probs at the student's top-K ids, at the temperature the student is compared at
+                (the verl worker's chunked teacher: ``rlrt.methods.distill.logprobs_at``).
+    student_top: (top_s, idx) (b, R, K) the student's top-K log-probs (with gradient) and ids at ``temperature``
+                when the backend computed them already (``rlrt.methods.distill.student_logprobs``); else from logits.
     """
 
     logits: Tensor
@@ -67,6 +72,8 @@ class MicroBatch:
     clip_low: float
     clip_high: float
     clip_ratio_c: Optional[float]
+    teacher_logprobs: Optional[Callable[[Tensor], Tensor]] = None
+    student_top: Optional[tuple[Tensor, Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +166,11 @@ def _surrogate(mb: MicroBatch) -> tuple[Tensor, float | None, float | None]:
 
 
 def _distill(mb: MicroBatch, settings: object) -> tuple[Tensor, float]:
-    jsd = sdpo_token_loss(mb.logits, mb.teacher_logits(), mb.logp, mb.old_logp, topk=int(settings.topk),
+    teacher = mb.teacher_logits() if mb.teacher_logprobs is None else None
+    jsd = sdpo_token_loss(mb.logits, teacher, mb.logp, mb.old_logp, topk=int(settings.topk),
                           tail=bool(settings.tail), alpha=float(settings.alpha), is_clip=float(settings.is_clip),
-                          temperature=mb.temperature)
+                          temperature=mb.temperature, teacher_logprobs=mb.teacher_logprobs,
+                          student_top=mb.student_top)
     rows = mb.plan.distill_rows[:, None]
     return mb.plan.distill_weight * jsd * rows, _masked_mean(jsd.detach(), mb.mask * rows)
 

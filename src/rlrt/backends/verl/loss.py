@@ -9,11 +9,13 @@ when the micro-batch's ``distillation_use_topk`` flag is set -- first as a *logi
 temperature, with gradient; it returns per-token tensors that become ``model_output`` entries), then as the loss
 (``loss_fn(model_output=, data=, dp_group=)`` -> (scalar, metrics)). :class:`WorkerLoss` is that function:
 
-1. processor: the response logits (verl's own ``no_padding_2_padding``), the teacher view's logits from a frozen
-   copy of the initial policy (SDPO's teacher at EMA rate 0; loaded once per worker, or given) run on the
-   teacher-view ids the trainer put in the batch, and the registered objective's ``terms`` -- the very function
-   the local engine's micro-batch calls (:func:`micro_batch_loss`) -- give the per-token loss (b, R), scattered
-   back to the packed positions;
+1. processor: the response logits (verl's own ``no_padding_2_padding``), the teacher view's log-probs at the
+   student's top-K ids from a frozen copy of the initial policy (SDPO's teacher at EMA rate 0; loaded once per
+   worker, or given) run on the teacher-view ids the trainer put in the batch -- one row at a time, its LM head
+   over :data:`TEACHER_CHUNK` positions at a time (``rlrt.methods.distill.logprobs_at``), so the teacher's
+   (b, P' + R, V) logits never exist -- and the registered objective's ``terms`` -- the very function the local
+   engine's micro-batch calls (:func:`micro_batch_loss`) -- give the per-token loss (b, R), scattered back to the
+   packed positions;
 2. loss: that per-token loss aggregated with verl's own ``agg_loss`` over the plan's loss mask and verl's global
    batch normalisation (as verl's ``ppo_loss``); a mini-batch with no loss token gives 0, not 0/0.
 
@@ -39,7 +41,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
+from rlrt.backends.verl.memory import TEACHER_CHUNK  # positions per full-vocabulary chunk (it counts them)
 from rlrt.backends.verl.overrides import LOSS_MODES as VERL_LOSS_MODES
+from rlrt.methods.distill import logprobs_at, student_logprobs
 from rlrt.methods.losses import agg_loss
 from rlrt.methods.objectives import MicroBatch, Plan, Terms, get_objective
 
@@ -95,6 +99,27 @@ def update_fields(plan: Plan, views: dict[str, Tensor]) -> dict[str, Tensor]:
             **{FIELDS[f"teacher_{k}"]: v for k, v in views.items()}}
 
 
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+"""Model-config attributes by which a causal LM transforms ``lm_head``'s output before returning logits; the chunked
+teacher applies the head alone, so a model with one of them set (other than 1 / None) is refused."""
+
+
+def teacher_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(decoder, LM head) of a Hugging Face causal LM: ``model.base_model`` (returns the final-norm hidden states)
+    and ``model.get_output_embeddings()``; their composition is the model's logits for the supported models
+    (Qwen3 / Llama-style), refused when the config names a logit post-processing (:data:`LOGIT_POSTPROCESSING`)."""
+    cfg = getattr(model, "config", None)
+    for name in LOGIT_POSTPROCESSING:
+        value = getattr(cfg, name, None)
+        if value not in (None, 1, 1.0):
+            raise ValueError(f"WorkerLoss: the teacher's config sets {name}={value!r}; the chunked teacher applies "
+                             "the LM head alone and would not reproduce its logits")
+    decoder, head = model.base_model, model.get_output_embeddings()
+    if decoder is model or head is None:
+        raise ValueError(f"WorkerLoss: {type(model).__name__} has no separate decoder and LM head")
+    return decoder, head
+
+
 TOKEN_LOSS = "rlrt_token_loss"
 """The ``model_output`` entry the processor call returns (per packed token)."""
 
@@ -140,11 +165,14 @@ class WorkerLoss:
     ``teacher_path`` to load one on first use (bf16 on a GPU, fp32 on CPU)."""
 
     def __init__(self, config: Any, objective: str, settings: object, temperature: float, *,
-                 teacher: Optional[torch.nn.Module] = None, teacher_path: Optional[str] = None):
+                 teacher: Optional[torch.nn.Module] = None, teacher_path: Optional[str] = None,
+                 chunk: int = TEACHER_CHUNK):
         if teacher is None and not teacher_path:
             raise ValueError("WorkerLoss: give the frozen teacher or its path")
+        if int(chunk) < 1:
+            raise ValueError(f"WorkerLoss: chunk must be >= 1 position, got {chunk}")
         self.config, self.objective, self.settings = config, objective, settings
-        self.temperature = float(temperature)
+        self.temperature, self.chunk = float(temperature), int(chunk)
         self._teacher, self.teacher_path = teacher, teacher_path
 
     def teacher(self, device: torch.device) -> torch.nn.Module:
@@ -162,17 +190,44 @@ class WorkerLoss:
             return {TOKEN_LOSS: scatter_packed(self.token_loss(student_logits, data), data)}
         return self.aggregate(model_output, data)
 
-    def _teacher_logits(self, data, R: int) -> Tensor:
-        ids = data[FIELDS["teacher_input_ids"]]
+    def _teacher_logprobs(self, data, R: int) -> Callable[[Tensor], Tensor]:
+        """``idx (b, R, K) -> (b, R, K)``: the teacher view's log-probs (at the rollout temperature, as verl divides
+        the student's) at the student's top-K ids, without the (b, P' + R, V) logits. The frozen teacher's
+        decoder runs one row at a time on that row's real tokens only (no padding, no attention mask: its working
+        set is one teacher view, at most ``max_reprompt_length + max_response_length`` tokens, whatever the
+        micro-batch's row count); its final hidden states at the response positions, (b, R, H) in the
+        teacher's dtype, go through the LM head :attr:`chunk` positions at a time
+        (``rlrt.methods.distill.logprobs_at``). Response padding slots get a zero hidden state (finite values,
+        never in the loss mask)."""
+        ids, att = data[FIELDS["teacher_input_ids"]], data[FIELDS["teacher_attention_mask"]]
+        pos = data[FIELDS["teacher_position_ids"]]
         model = self.teacher(ids.device)
-        with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=data[FIELDS["teacher_attention_mask"]],
-                        position_ids=data[FIELDS["teacher_position_ids"]], use_cache=False)
+        decoder, head = teacher_parts(model)
         P = ids.shape[1] - R
-        return _f32(out.logits[:, P - 1: P - 1 + R]) / self.temperature  # as verl divides the student's
+        hidden = None
+        with torch.no_grad():
+            for i in range(ids.shape[0]):
+                keep = att[i].bool()
+                r = int(att[i, P:].sum())
+                if r == 0:
+                    continue
+                h = decoder(input_ids=ids[i, keep][None], position_ids=pos[i, keep][None],
+                            use_cache=False).last_hidden_state[0]  # (n_i, H)
+                if hidden is None:
+                    hidden = h.new_zeros(ids.shape[0], R, h.shape[-1])
+                n = h.shape[0]
+                hidden[i, :r] = h[n - r - 1: n - 1]  # position t - 1 predicts response token t
+        if hidden is None:  # no response token in this micro-batch
+            hidden = torch.zeros(ids.shape[0], R, head.in_features, device=ids.device,
+                                 dtype=next(model.parameters()).dtype)
+        return lambda idx: logprobs_at(hidden, head, idx, temperature=self.temperature, chunk=self.chunk)
 
     def token_loss(self, student_logits: Tensor, data) -> Tensor:
-        """(1, nnz, V) packed student logits (already / temperature) -> (b, R) per-token loss of the objective."""
+        """(1, nnz, V) packed student logits (already / temperature) -> (b, R) per-token loss of the objective.
+
+        Full-vocabulary tensors it adds to verl's packed logits: their padded (b, R, V) view in the logits' dtype
+        (and its gradient); the student's float32 log-softmax exists :data:`TEACHER_CHUNK` positions at a time
+        (``rlrt.methods.distill.student_logprobs``), the teacher's likewise (:meth:`_teacher_logprobs`)."""
         from verl.workers.utils.padding import no_padding_2_padding
 
         nnz = int(data["input_ids"].values().shape[0])
@@ -182,14 +237,15 @@ class WorkerLoss:
         logits = no_padding_2_padding(student_logits.squeeze(0), data)  # (b, R, V)
         R = logits.shape[1]
         responses = _padded(data["responses"])[:, :R].long()
-        logits = _f32(logits)
-        logp = torch.log_softmax(logits, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        # sampled-token log-probs and the top-K, chunked and checkpointed: no float32 (b, R, V) copy is kept
+        logp, top_s, idx = student_logprobs(logits, responses, int(self.settings.topk), chunk=self.chunk)
         plan = Plan(data[FIELDS["pg_rows"]].bool(), data[FIELDS["distill_rows"]].bool(),
                     _f32(data[FIELDS["distill_weight"]]), data[FIELDS["loss_mask"]])
         c = self.config
         mb = MicroBatch(logits, logp, _f32(_padded(data["old_log_probs"])), _f32(_padded(data["advantages"])),
-                        _padded(data["response_mask"]), plan, lambda: self._teacher_logits(data, R), 1.0,
-                        float(c.clip_ratio_low), float(c.clip_ratio_high), float(c.clip_ratio_c))
+                        _padded(data["response_mask"]), plan, None, 1.0, float(c.clip_ratio_low),
+                        float(c.clip_ratio_high), float(c.clip_ratio_c),
+                        teacher_logprobs=lambda idx: self._teacher_logprobs(data, R)(idx), student_top=(top_s, idx))
         return get_objective(self.objective).terms(mb, self.settings).token_loss
 
     def aggregate(self, model_output, data) -> tuple[Tensor, dict]:
