@@ -294,8 +294,8 @@ def test_teacher_rl_overrides_compose_with_verls_ppo_yaml():
     assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.actor_rollout_ref.actor.kl_loss_coef == 0.04
     assert cfg.algorithm.adv_estimator == "grpo" and cfg.trainer.total_training_steps == 125
     a = cfg.actor_rollout_ref
-    assert a.actor.use_dynamic_bsz is True and a.actor.ppo_max_token_len_per_gpu == 24576  # paper.yaml's verl block
-    assert a.rollout.log_prob_use_dynamic_bsz is True and a.ref.log_prob_max_token_len_per_gpu == 24576  # follow
+    assert a.actor.use_dynamic_bsz is True and a.actor.ppo_max_token_len_per_gpu == 45056
+    assert a.rollout.log_prob_use_dynamic_bsz is True and a.ref.log_prob_max_token_len_per_gpu == 45056  # follow
     assert cfg.trainer.save_freq == 5 and cfg.data.max_response_length == 16384
     from hydra.errors import ConfigCompositionException
 
