@@ -16,8 +16,15 @@ the rl job config the workflow would build (config/config.yaml + config/paper.ya
 trained model (the base model if training wrote none) with ``rlrt.backends.verl.evaluate``; prints the step times
 and writes a small JSON (timings, step times, eval metrics, the overrides).
 
+Training and evaluation run as two processes (``--phase train``, then ``--phase eval``, started by the default
+``--phase all``): vLLM must not start in the process whose verl workers (Ray) held the GPU, and it starts only once
+the GPU has no compute process left (:func:`wait_gpu_released`, polling ``nvidia-smi``; a GPU still busy after
+``--gpu-wait`` seconds stops the smoke test naming the processes). Each phase writes its part of the summary
+(``smoke_train.json``, ``smoke_eval.json`` in the work folder); ``all`` joins them.
+
 Exit status 2 with one clear line when a precondition is missing (no model folder, no GPU, no vLLM, no verl, no
-verl backend module); ``--dry-run`` needs none of them. This script has NOT run on a GPU yet.
+verl backend module); ``--dry-run`` needs none of them. This script has NOT run on a GPU yet (its orchestration is
+tested on CPU with stand-in phase commands and a stand-in GPU probe: tests/test_gpu_smoke_phases.py).
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ import importlib.util
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # runnable from a checkout without `pip install -e`
@@ -113,12 +121,69 @@ def preconditions(model: str | None) -> str:
     return model
 
 
+def gpu_pids(run: Callable[..., Any] = subprocess.run) -> list[int] | None:
+    """PIDs of the compute processes on this job's GPUs (``nvidia-smi --query-compute-apps``, restricted to
+    ``CUDA_VISIBLE_DEVICES``); None when nvidia-smi is not there."""
+    cmd = ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        cmd += ["-i", visible]
+    try:
+        r = run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    return [int(x) for x in r.stdout.split() if x.strip().isdigit()]
+
+
+def wait_gpu_released(probe: Callable[[], list[int] | None] = gpu_pids, timeout_s: float = 300.0,
+                      poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> float:
+    """Wait until the GPU has no compute process (the training phase's Ray workers gone); returns the seconds
+    waited. No nvidia-smi: a warning, no wait. Still busy after ``timeout_s``: ``SystemExit`` naming the PIDs."""
+    t0 = clock()
+    while True:
+        pids = probe()
+        if pids is None:
+            print("gpu_smoke: nvidia-smi not found; cannot check that training released the GPU", file=sys.stderr)
+            return clock() - t0
+        if not pids:
+            return clock() - t0
+        if clock() - t0 >= timeout_s:
+            raise SystemExit(f"gpu_smoke: the GPU still has compute processes {pids} {timeout_s:.0f} s after "
+                             "training ended; evaluation not started")
+        sleep(poll_s)
+
+
+def run_phases(cmds: Sequence[Sequence[str]], wait: Callable[[], float] = wait_gpu_released,
+               run: Callable[..., Any] = subprocess.run) -> list[float]:
+    """Run each phase command as its own process, in order, waiting for the GPU to be released between two;
+    a phase that fails stops the rest (``SystemExit`` with its exit status). Returns the waits (seconds)."""
+    waits = []
+    for i, cmd in enumerate(cmds):
+        if i:
+            waits.append(wait())
+        r = run(list(cmd))
+        if r.returncode != 0:
+            raise SystemExit(f"gpu_smoke: phase {' '.join(cmd[2:4])} failed (exit status {r.returncode})")
+    return waits
+
+
+def phase_command(phase: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--method", args.method,
+            "--work", str(Path(args.work).resolve())]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="print the verl overrides and the request count; no GPU")
     p.add_argument("--method", default=METHOD, help="a registered method (sdpo / srpo: the worker-side loss)")
     p.add_argument("--work", default=str(ROOT / "results-smoke"), help="scratch folder (data, checkpoints, outputs)")
     p.add_argument("--out", default=None, help="summary JSON (default <work>/gpu_smoke.json)")
+    p.add_argument("--phase", choices=["all", "train", "eval"], default="all",
+                   help="all (default): train, wait for the GPU, evaluate -- each phase its own process")
+    p.add_argument("--gpu-wait", type=float, default=300.0, help="seconds to wait for the GPU after training")
     args = p.parse_args(argv)
     work = Path(args.work).resolve()
     model = os.environ.get("RLRT_SMOKE_MODEL")
@@ -126,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         model = preconditions(model)
     model = model or "<RLRT_SMOKE_MODEL>"
     job, ev = configs(model, method=args.method)
-    train_file, test_file = write_data(work)
+    train_file, test_file = work / "data" / "train.parquet", work / "data" / "smoke_test.parquet"
+    if args.phase == "all":
+        train_file, test_file = write_data(work)
     overrides = hydra_overrides(job, model_path=model, train_file=str(train_file), val_file=str(test_file),
                                 ckpt_dir=str(work / "verl_checkpoints"), n_gpus=int(job["gpus"]),
                                 experiment_name=f"smoke-{args.method}")
@@ -137,28 +204,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval requests: {n_requests} prompts x n={ev['n']} samples = {n_requests * int(ev['n'])} responses "
               f"(max_tokens {ev['max_new_tokens']})")
         return 0
-
-    from rlrt.backends.verl.evaluate import evaluate
-    from rlrt.backends.verl.train import run
-
     out_model, metrics = work / "model", work / "metrics.json"
-    t0 = time.perf_counter()
-    run(job, model=model, data=str(train_file), out=str(out_model), metrics=str(metrics),
-        checkpoints=str(work / "checkpoints"), gpus=int(job["gpus"]))
-    train_s = time.perf_counter() - t0
-    history = json.loads(metrics.read_text()).get("history", []) if metrics.is_file() else []
-    step_times = [h.get("step_time") for h in history]
-    for h in history:
-        print(f"step {h.get('step')}: {h.get('step_time')} s, reward {h.get('reward_mean')}")
-    eval_model = str(out_model) if (out_model / "config.json").is_file() else model
-    t1 = time.perf_counter()
-    result = evaluate(ev, model=eval_model, data_paths=[str(test_file)], out=str(work / "eval.json"))
-    eval_s = time.perf_counter() - t1
-    summary = {"model": model, "evaluated": eval_model, "train_wall_s": train_s, "step_times": step_times,
-               "eval_wall_s": eval_s, "eval_requests": n_requests * int(ev["n"]),
-               "eval": result["splits"][test_file.stem]["metrics"], "overrides": overrides}
+    if args.phase == "train":
+        from rlrt.backends.verl.train import run
+
+        t0 = time.perf_counter()
+        run(job, model=model, data=str(train_file), out=str(out_model), metrics=str(metrics),
+            checkpoints=str(work / "checkpoints"), gpus=int(job["gpus"]))
+        history = json.loads(metrics.read_text()).get("history", []) if metrics.is_file() else []
+        for h in history:
+            print(f"step {h.get('step')}: {h.get('step_time')} s, reward {h.get('reward_mean')}")
+        write_json(work / "smoke_train.json", {"train_wall_s": time.perf_counter() - t0,
+                                               "step_times": [h.get("step_time") for h in history]})
+        return 0
+    if args.phase == "eval":
+        from rlrt.backends.verl.evaluate import evaluate
+
+        eval_model = str(out_model) if (out_model / "config.json").is_file() else model
+        t1 = time.perf_counter()
+        result = evaluate(ev, model=eval_model, data_paths=[str(test_file)], out=str(work / "eval.json"))
+        write_json(work / "smoke_eval.json", {"evaluated": eval_model, "eval_wall_s": time.perf_counter() - t1,
+                                              "eval": result["splits"][test_file.stem]["metrics"]})
+        return 0
+    waits = run_phases([phase_command("train", args), phase_command("eval", args)],
+                       wait=lambda: wait_gpu_released(timeout_s=args.gpu_wait))
+    tr, evr = (json.loads((work / f"smoke_{k}.json").read_text()) for k in ("train", "eval"))
+    summary = {"model": model, **tr, **evr, "gpu_release_wait_s": waits[0], "eval_requests": n_requests * int(ev["n"]),
+               "overrides": overrides}
     write_json(args.out or work / "gpu_smoke.json", summary)
-    print(f"train {train_s:.0f}s (steps {step_times}), eval {eval_s:.0f}s: {summary['eval']}")
+    print(f"train {tr['train_wall_s']:.0f}s (steps {tr['step_times']}), GPU released after {waits[0]:.0f}s, "
+          f"eval {evr['eval_wall_s']:.0f}s: {evr['eval']}")
     return 0
 
 

@@ -272,14 +272,17 @@ def test_compute_score_grades_countdown_rows_as_countdown(tmp_path):
     data = tmp_path / "cd.jsonl"
     data.write_text('{"id": "c0", "question": "Use 3, 5, 7 to make 22.", "answer": %s}\n' % json.dumps(key))
     job = {"method": "grpo", "run": "cdgrpo-base", "backbone": {"name": "S-base"}, "task": "countdown",
-           "rl": {"steps": 2}}
+           "rl": {"steps": 2}, "verl": {"max_prompt_length": 256}, "max_response_length": 256}
+    model = tmp_path / "model"  # the context check reads its config.json before anything starts
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vtrain.subprocess, "run", fake_run)
         mp.setattr("rlrt.backends.verl.overrides.hydra_overrides",
                    lambda job_cfg, train_file, **kw: [f"data.train_files={train_file}"])
         with pytest.raises(RuntimeError, match="stop"):
-            vtrain.run(job, model="/m", data=str(data), out=str(tmp_path / "out"), metrics=str(tmp_path / "m.json"),
-                       checkpoints=None, gpus=1)
+            vtrain.run(job, model=str(model), data=str(data), out=str(tmp_path / "out"),
+                       metrics=str(tmp_path / "m.json"), checkpoints=None, gpus=1)
     assert [r["data_source"] for r in seen["rows"]] == [COUNTDOWN] and seen["rows"][0]["reward_model"] == {
         "style": "rule", "ground_truth": key}
 

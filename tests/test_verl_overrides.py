@@ -113,8 +113,9 @@ def test_paper_rlrt_thinking(paper):
     assert c.algorithm.rollout_correction.rollout_is_threshold == 2.0
     assert a.ppo_epochs == 1  # one PPO epoch per step, as the local engine
     # the verl block
-    assert a.use_dynamic_bsz is True and a.ppo_max_token_len_per_gpu == 45056
-    assert c.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu == 45056  # inherited through verl's interpolation
+    assert a.use_dynamic_bsz is True and a.ppo_max_token_len_per_gpu == 24576
+    # the log-prob passes score teacher views too: one view, 22,528 + 20,480 (rlrt.backends.verl.memory)
+    assert c.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu == 43008 == r.log_prob_max_token_len_per_gpu
     assert r.tensor_model_parallel_size == 1 and r.gpu_memory_utilization == 0.6
     assert a.fsdp_config.param_offload is False and a.fsdp_config.optimizer_offload is False
     # trainer
@@ -270,3 +271,54 @@ def test_gpu_smoke_without_model_exits_clearly(tmp_path, capsys, monkeypatch):
         smoke.main(["--work", str(tmp_path)])
     assert e.value.code == 2 and "no config.json" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "data")  # nothing written before the preconditions pass
+
+
+def test_ray_gets_the_slurm_allocation_not_the_node(paper, monkeypatch):
+    """Under SLURM (a fake job env here) Ray is started with the job's CPUs and the rule's GPUs."""
+    from rlrt.backends.verl.overrides import allocated_cpus
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "32")
+    assert allocated_cpus() == 32
+    c = compose_verl(overrides(job(paper, "Qwen3-8B", "rlrt"), n_gpus=2))
+    assert c.ray_kwargs.ray_init.num_cpus == 32 and c.ray_kwargs.ray_init.num_gpus == 2
+    validate(c)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")  # not under SLURM: the CPUs this process is bound to
+    assert allocated_cpus() == len(os.sched_getaffinity(0))
+    assert allocated_cpus({"SLURM_CPUS_PER_TASK": "6"}) == 6
+    with pytest.raises(ValueError, match="SLURM_CPUS_PER_TASK='x'"):
+        allocated_cpus({"SLURM_CPUS_PER_TASK": "x"})
+    explicit = hydra_overrides(job(paper, "Qwen3-8B", "rlrt"), model_path="/m", train_file="/t", val_file="/t",
+                               ckpt_dir="/c", n_gpus=1, experiment_name="e", n_cpus=5)
+    assert "ray_kwargs.ray_init.num_cpus=5" in explicit and "++ray_kwargs.ray_init.num_gpus=1" in explicit
+
+
+def test_rollout_context_attention_and_checkpoint_rotation(paper):
+    """The rollout's max_model_len is the run's own prompt + response (not the model's 262k for the 2507
+    instruct model), the attention implementation is the verl block's, and verl's own checkpoint rotation stays
+    off (the trainer prunes, keeping rl.save_steps)."""
+    j = job(paper, "Qwen3-4B-Instruct-2507", "rlrt")
+    c = compose_verl(overrides(j))
+    assert c.actor_rollout_ref.rollout.max_model_len == 2048 + 20480
+    assert c.actor_rollout_ref.model.override_config.attn_implementation == "flash_attention_2"  # default
+    assert c.trainer.max_actor_ckpt_to_keep is None and c.trainer.max_critic_ckpt_to_keep is None
+    validate(c)
+    j["verl"]["attn_implementation"] = "sdpa"
+    c = compose_verl(overrides(j))
+    assert c.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    j["verl"]["attn_implementation"] = "flash_attention_3"
+    with pytest.raises(ValueError, match="verl.attn_implementation: 'flash_attention_3'"):
+        overrides(j)
+
+
+def test_attn_implementation_is_validated_by_the_schema(tmp_path):
+    from rlrt.config import ConfigError, load
+
+    for value, ok in (("sdpa", True), ("eager", True), ("flash", False)):
+        overlay = tmp_path / f"{value}.yaml"
+        overlay.write_text(f"verl: {{attn_implementation: {value}}}\n")
+        if ok:
+            assert load(ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml", overlay)["verl"][
+                "attn_implementation"] == value
+        else:
+            with pytest.raises(ConfigError, match="verl.attn_implementation"):
+                load(ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml", overlay)

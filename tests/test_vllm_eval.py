@@ -62,7 +62,14 @@ def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
     tok = train_tokenizer([r["question"] + " " + INSTRUCTION + " \\boxed{7}" for r in ROWS] * 20, vocab_size=300)
     tok.save_pretrained(d)
+    write_model_config(d, max_position_embeddings=40960)  # Qwen3-8B's
     return d
+
+
+def write_model_config(d, **kw) -> None:
+    """A small config.json as the hub's Qwen3 folders have it (only the keys the context check reads)."""
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen3", "rope_theta": 1000000, "rope_scaling": None,
+                                               **kw}))
 
 
 @pytest.fixture
@@ -94,6 +101,11 @@ def test_metrics_prompts_and_sampling_params(model_dir, splits, tmp_path):
     assert read_json(tmp_path / "eval.json") == result
     # engine and sampling parameters from the config
     assert made["model"] == str(model_dir) and made["tensor_parallel_size"] == 2 and made["seed"] == 7
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    longest = max(len(tok(p)["input_ids"]) for p in llm.calls[0][0])
+    assert made["max_model_len"] == longest + 38912 and "hf_overrides" not in made  # fits 40,960 natively
     assert made["sampling"] == {"n": 4, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_tokens": 38912,
                                 "seed": 7}
     assert all(sp is llm.calls[0][1] for _, sp in llm.calls) and len(llm.calls) == 2  # one generate per split
@@ -171,3 +183,60 @@ def test_missing_vllm_gives_a_clear_error(model_dir, splits, tmp_path):
     with pytest.raises(RuntimeError, match="needs vLLM"):
         vev.evaluate(CFG, model=str(model_dir), data_paths=splits, out=str(tmp_path / "x.json"))
     assert not (tmp_path / "x.json").exists()
+
+
+# ---- the context: max_model_len from the run's own lengths, YaRN where needed, never a silent cut ----
+
+def _model_copy(model_dir, tmp_path, **config):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    write_model_config(d, **config)
+    return d
+
+
+def test_a_run_longer_than_the_context_is_refused_naming_keys_and_numbers(model_dir, splits, tmp_path):
+    """Qwen3-4B-Base's 32,768 tokens cannot hold a prompt + 38,912 new tokens: without eval.rope_scaling the
+    evaluation stops before vLLM starts (the factory is never called), naming the keys and both numbers."""
+    d = _model_copy(model_dir, tmp_path, max_position_embeddings=32768)
+    called = []
+    with pytest.raises(ValueError, match=r"eval.max_new_tokens \(38912\) = (\d+) tokens, more than the model's "
+                                         r"context of 32768 tokens.*eval.rope_scaling"):
+        vev.evaluate(CFG, model=str(d), data_paths=splits, out=str(tmp_path / "x.json"),
+                     llm_factory=lambda *a, **k: called.append(1), sampling_params_factory=dict)
+    assert not called and not (tmp_path / "x.json").exists()
+    too_small = {**CFG, "rope_scaling": {"rope_type": "yarn", "factor": 1.1}}
+    with pytest.raises(ValueError, match=r"eval.rope_scaling.factor 1.1 x 32768 = 36044 tokens is still short"):
+        vev.evaluate(too_small, model=str(d), data_paths=splits, out=str(tmp_path / "x.json"),
+                     llm_factory=lambda *a, **k: called.append(1), sampling_params_factory=dict)
+    assert not called
+
+
+def test_yarn_is_applied_only_where_the_run_needs_it(model_dir, splits, tmp_path):
+    cfg = {**CFG, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}}
+    d = _model_copy(model_dir, tmp_path, max_position_embeddings=32768)
+    _, llm, made = run_vllm(d, splits, tmp_path / "e.json", cfg=cfg)
+    assert made["hf_overrides"] == {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1000000,
+                                                        "original_max_position_embeddings": 32768}}
+    assert 38912 < made["max_model_len"] < 38912 + 100
+    _, _, made = run_vllm(model_dir, splits, tmp_path / "e2.json", cfg=cfg)  # 40,960 natively: no YaRN
+    assert "hf_overrides" not in made
+
+
+def test_a_huge_native_context_does_not_set_max_model_len(model_dir, splits, tmp_path):
+    """Qwen3-4B-Instruct-2507 declares 262,144 tokens; vLLM gets the run's own prompt + max_new_tokens."""
+    d = _model_copy(model_dir, tmp_path, max_position_embeddings=262144)
+    _, _, made = run_vllm(d, splits, tmp_path / "e.json")
+    assert 38912 < made["max_model_len"] < 38912 + 100 and "hf_overrides" not in made
+
+
+def test_model_context_reads_an_existing_yarn_config(tmp_path):
+    write_model_config(tmp_path, max_position_embeddings=32768,
+                       rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768})
+    ctx = vev.model_context(tmp_path)
+    assert ctx["native"] == 32768 and ctx["context"] == 131072 and ctx["rope_theta"] == 1000000
+    assert vev.context_plan(ctx, 100, {"max_new_tokens": 38912}) == {"max_model_len": 39012}
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
+        vev.model_context(tmp_path)

@@ -305,6 +305,47 @@ def log_now(
     return rid
 
 
+def persistent_run_id(state_file: str | os.PathLike, tracking: dict[str, Any] | None, experiment: str,
+                      run_name: str) -> str | None:
+    """The MLflow run id of a long job that may be killed and requeued (the verl trainer's live run): the id kept
+    in ``state_file`` (beside the job's resume state) when that run still exists in the store, else a new run
+    (created now, left running, tagged like every job's run) whose id is written there. The caller exports it as
+    ``MLFLOW_RUN_ID``, which the run's logger resumes, so a requeue continues the same run instead of opening a
+    second one. Returns None (and the logger opens its own run, as before) when tracking is off, no store is set
+    or the store fails (one warning); never fails the job. Not used by the local engine, which logs each job once
+    at its end (:func:`log_run`)."""
+    if not tracking or not tracking.get("enabled", True):
+        return None
+    path = Path(state_file)
+    try:
+        uri = tracking_uri(tracking)
+    except RuntimeError as e:
+        log.warning("mlflow: %s; the trainer's run is not kept across requeues", e)
+        return None
+    try:
+        client = _client(uri)
+        if path.is_file():
+            rid = path.read_text().strip()
+            try:
+                if rid and _retry(lambda: client.get_run(rid)).info.lifecycle_stage == "active":
+                    return rid
+            except Exception as e:  # noqa: BLE001 - deleted, or a store that was replaced
+                log.warning("mlflow: run %s of %s is not in store %s (%s); starting a new one", rid, path, uri,
+                            _root_cause(e))
+        exp_id = ensure_experiment(uri, experiment, tracking.get("artifact_root")
+                                   or os.environ.get("RLRT_MLFLOW_ARTIFACT_ROOT"))
+        run = _retry(lambda: client.create_run(exp_id, run_name=run_name, tags=job_tags()))
+        from rlrt.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(run.info.run_id + "\n")
+        return run.info.run_id
+    except Exception as e:  # noqa: BLE001 - tracking never fails a job
+        log.warning("mlflow: store %s failed (%s); run %r is not kept across requeues", uri, _root_cause(e),
+                    run_name)
+        return None
+
+
 def _root_cause(e: BaseException) -> str:
     """``Type: first line`` of the innermost exception of a chain (e.g. sqlite's "file is not a database" under
     MLflow's and SQLAlchemy's wrappers)."""

@@ -14,7 +14,8 @@ Fields read (the legacy ``RayPPOTrainer`` batch after old log-probs, verl 0.9.1)
   so the row's reward is the row sum (what verl's GRPO estimator takes);
 * ``batch["old_log_probs"]`` (B, R), log π_old(y_t) at the rollout temperature;
 * ``non_tensor_batch["uid"]`` (group id), ``["raw_prompt"]`` (the chat messages the student saw; else
-  ``extra_info["user_message"]``), ``["extra_info"]["solution"]`` (RLSD's reference context).
+  ``extra_info["user_message"]``), ``["extra_info"]["solution"]`` / ``["id"]`` and
+  ``["reward_model"]["ground_truth"]`` (RLSD's reference / answer context, :func:`rlrt.teacher.problem_contexts`).
 
 Rule for unequal groups: every uid must have the same number of rows; otherwise :func:`group_rows` raises (verl's
 rollout gives exactly ``rollout.n`` rows per prompt; a filtered or padded batch must be regrouped by the caller,
@@ -23,7 +24,7 @@ never silently reshaped). Rows must carry real rewards in {0, 1} (the gates test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ from torch import Tensor
 from rlrt.methods.registry import MethodSpec
 from rlrt.methods.settings import MethodSettings
 from rlrt.methods.shaping import ScoreTeacher, Shaped, shape_advantages
+from rlrt.teacher import problem_contexts
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Grouped:
     user_msgs:      (G,) the student's user turn.
     references:     (G,) reference solutions ("" when the data has none).
     response_ids:   (B, R), response_mask: (B, R), old_logp: (B, R), old_entropy: (B, R) or None -- all grouped.
+    problems:       (G,) ``{id, solution, answer}`` of each group's problem (the per-problem teacher contexts).
     """
 
     order: Tensor
@@ -58,6 +61,7 @@ class Grouped:
     response_mask: Tensor
     old_logp: Tensor
     old_entropy: Optional[Tensor]
+    problems: list[dict] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -104,6 +108,17 @@ def reference_of(non_tensor: dict, row: int) -> str:
     return str(extra[row].get("solution") or "")
 
 
+def problem_of(non_tensor: dict, row: int) -> dict[str, str]:
+    """``{id, solution, answer}`` of ``row``'s problem: ``extra_info`` id / solution (``rlrt.backends.verl.train``
+    writes them) and ``reward_model.ground_truth`` (the gold answer verl's reward reads)."""
+    extra = non_tensor.get("extra_info")
+    info = extra[row] if extra is not None and isinstance(extra[row], dict) else {}
+    rm = non_tensor.get("reward_model")
+    truth = rm[row].get("ground_truth") if rm is not None and isinstance(rm[row], dict) else None
+    return {"id": str(info.get("id", info.get("index", row))), "solution": reference_of(non_tensor, row),
+            "answer": "" if truth is None else str(truth)}
+
+
 def row_rewards(batch) -> Tensor:
     """(B,) scalar score per row: the row sum of ``token_level_rewards`` (else ``token_level_scores``)."""
     td = batch.batch
@@ -138,13 +153,17 @@ def group_rows(batch, tokenizer, old_entropy: Optional[Tensor] = None) -> Groupe
         references=[reference_of(nt, r) for r in first],
         response_ids=resp, response_mask=mask, old_logp=td["old_log_probs"][order].float(),
         old_entropy=old_entropy[order].float() if old_entropy is not None else None,
+        problems=[problem_of(nt, r) for r in first],
     )
 
 
 def shape_grouped(spec: MethodSpec, settings: MethodSettings, grouped: Grouped, step: int,
                   score_teacher: Optional[ScoreTeacher] = None) -> Shaped:
-    """``shape_advantages`` on the grouped batch (the local engine's call, argument for argument)."""
-    return shape_advantages(spec, settings, grouped.rewards, grouped.texts, grouped.references, grouped.old_logp,
+    """``shape_advantages`` on the grouped batch (the local engine's call, argument for argument): each problem's
+    context text from :func:`rlrt.teacher.problem_contexts` (an empty one raises naming the train split's row)."""
+    kind = getattr(settings, "context", "none") if spec.teacher != "none" else "none"
+    refs = problem_contexts(kind, grouped.problems, "train") if kind != "none" else grouped.references
+    return shape_advantages(spec, settings, grouped.rewards, grouped.texts, refs, grouped.old_logp,
                             grouped.old_entropy, grouped.response_mask, step, score_teacher)
 
 

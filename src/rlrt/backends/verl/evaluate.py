@@ -10,8 +10,17 @@ grading is ``rlrt.tasks.grading.make_grader`` (exact match, then math-verify in 
 
 Sampling follows the RLRT paper's evaluation settings (App. G): ``SamplingParams(n, temperature, top_p, top_k,
 max_tokens=max_new_tokens, seed)`` from the ``eval`` block; the engine is ``vllm.LLM(model,
-tensor_parallel_size=gpus, seed=seed)``. One ``generate`` call per split: vLLM schedules the whole split itself
-(``eval.batch_size`` is the CPU sampler's knob and is not used here).
+tensor_parallel_size=gpus, seed=seed, max_model_len=...)``. One ``generate`` call per split: vLLM schedules the
+whole split itself (``eval.batch_size`` is the CPU sampler's knob and is not used here).
+
+Context (:func:`context_plan`): vLLM stops a response at ``max_model_len`` whatever ``max_tokens`` says, so a
+response could be cut short without a trace. ``max_model_len`` is therefore set explicitly from the run's own
+lengths -- the longest chat-templated prompt of all splits + ``eval.max_new_tokens`` -- never the model's context
+(262,144 tokens for Qwen3-4B-Instruct-2507 would make vLLM reserve its KV cache for that). The model's context is
+read from its ``config.json`` (``max_position_embeddings``, a YaRN ``rope_scaling`` / ``rope_parameters`` already
+there). Where the run does not fit: with ``eval.rope_scaling`` (``{rope_type: yarn, factor: F}``) vLLM gets YaRN
+over the native context (``hf_overrides``; applied to that backbone only); without it the evaluation is refused
+before vLLM starts, naming the keys and both numbers. Never a silent cut.
 
 vLLM is imported lazily (the CPU environment does not have it): a missing vLLM gives a clear error. Tests pass a
 stand-in ``llm_factory`` / ``sampling_params_factory``; the real vLLM path has NOT run here (no GPU). Tracking
@@ -27,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from rlrt.backends.verl.context import model_context
 from rlrt.io import read_problems, write_json
 from rlrt.metrics import summarize
 from rlrt.tasks.grading import make_grader
@@ -34,7 +44,8 @@ from rlrt.tasks.prompts import chat_prompt, user_message
 
 log = logging.getLogger("rlrt.verl.evaluate")
 
-__all__ = ["sampling_kwargs", "build_requests", "parse_outputs", "split_result", "evaluate"]
+__all__ = ["sampling_kwargs", "build_requests", "parse_outputs", "split_result", "model_context", "context_plan",
+           "evaluate"]
 
 
 def _vllm():
@@ -55,14 +66,15 @@ def sampling_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_requests(rows: Sequence[Mapping[str, Any]], tokenizer, cfg: Mapping[str, Any]) -> list[str]:
-    """One chat-templated prompt text per problem (``cfg`` is accepted for symmetry; the prompt depends only on
-    the question and the model's template, exactly as the CPU evaluator builds it)."""
-    del cfg
+    """One chat-templated prompt text per problem, exactly as the CPU evaluator builds it: the question in the
+    model's template with the backbone's ``cfg["chat_template_kwargs"]`` (Qwen3-8B: thinking off; none by
+    default)."""
+    kw = cfg.get("chat_template_kwargs")
     out = []
     for k, r in enumerate(rows):
         if not isinstance(r.get("question"), str) or not r["question"]:
             raise ValueError(f"row {k} (id {r.get('id')!r}): no question text")
-        out.append(chat_prompt(tokenizer, user_message(r["question"])))
+        out.append(chat_prompt(tokenizer, user_message(r["question"]), kw))
     return out
 
 
@@ -99,8 +111,44 @@ def split_result(rows: Sequence[Mapping[str, Any]], prompts: Sequence[str], text
     }
 
 
-def default_llm_factory(model: str, *, tensor_parallel_size: int, seed: int):
-    return _vllm().LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed)
+def context_plan(ctx: Mapping[str, Any], longest_prompt: int, cfg: Mapping[str, Any], model: str = "the model"
+                 ) -> dict[str, Any]:
+    """vLLM engine arguments for the context: ``{"max_model_len": longest_prompt + max_new_tokens}`` plus
+    ``hf_overrides`` (YaRN from ``eval.rope_scaling``) only where the model's own context is too short. Raises
+    ``ValueError`` naming ``eval.max_new_tokens`` / ``eval.rope_scaling`` and both numbers where the run does not
+    fit (no scaling configured, or a factor too small)."""
+    need = int(longest_prompt) + int(cfg["max_new_tokens"])
+    if need <= int(ctx["context"]):
+        return {"max_model_len": need}
+    scaling = cfg.get("rope_scaling")
+    head = (f"{model}: the longest prompt ({longest_prompt} tokens) + eval.max_new_tokens ({cfg['max_new_tokens']}) "
+            f"= {need} tokens, more than the model's context of {ctx['context']} tokens (config.json "
+            f"max_position_embeddings)")
+    if not scaling:
+        raise ValueError(f"{head}: vLLM would cut responses short. Set eval.rope_scaling (e.g. "
+                         f"{{rope_type: yarn, factor: {max(2, -(-need // int(ctx['native'])))}}}) or lower "
+                         "eval.max_new_tokens")
+    original = int(scaling.get("original_max_position_embeddings") or ctx["native"])
+    scaled = int(original * float(scaling["factor"]))
+    if scaled < need:
+        raise ValueError(f"{head}; eval.rope_scaling.factor {scaling['factor']} x {original} = {scaled} tokens "
+                         f"is still short of {need}: raise eval.rope_scaling.factor or lower eval.max_new_tokens")
+    rope = {**(ctx.get("rope") or {}), "rope_type": str(scaling["rope_type"]), "factor": float(scaling["factor"]),
+            "original_max_position_embeddings": original}
+    rope.pop("type", None)
+    if ctx.get("rope_theta") is not None:
+        rope["rope_theta"] = ctx["rope_theta"]
+    return {"max_model_len": need, "hf_overrides": {"rope_parameters": rope}}
+
+
+def default_llm_factory(model: str, *, tensor_parallel_size: int, seed: int, max_model_len: int | None = None,
+                        hf_overrides: Mapping[str, Any] | None = None):
+    """``vllm.LLM``; ``max_model_len`` / ``hf_overrides`` only when given (:func:`evaluate` always gives the
+    former: :func:`context_plan`)."""
+    kw: dict[str, Any] = {"hf_overrides": dict(hf_overrides)} if hf_overrides else {}
+    if max_model_len is not None:
+        kw["max_model_len"] = int(max_model_len)
+    return _vllm().LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed, **kw)
 
 
 def default_sampling_params_factory(**kw):
@@ -113,29 +161,38 @@ def evaluate(eval_cfg: Mapping[str, Any], *, model: str, data_paths: Sequence[st
     """Sample ``eval_cfg['n']`` responses per problem of every split file with vLLM, grade, write ``out`` (JSON,
     atomically) and return the result dict.
 
-    ``llm_factory(model, tensor_parallel_size=, seed=)`` -> an object with ``generate(prompts, sampling_params)``
-    returning RequestOutput-like objects; ``sampling_params_factory(**sampling_kwargs(cfg))``; both default to
-    vLLM. ``tokenizer`` defaults to ``AutoTokenizer.from_pretrained(model)`` (the model's chat template)."""
+    ``llm_factory(model, tensor_parallel_size=, seed=, max_model_len=[, hf_overrides=])`` -> an object with
+    ``generate(prompts, sampling_params)`` returning RequestOutput-like objects (``hf_overrides`` only when YaRN is
+    applied: :func:`context_plan`); ``sampling_params_factory(**sampling_kwargs(cfg))``; both default to vLLM.
+    ``tokenizer`` defaults to ``AutoTokenizer.from_pretrained(model)`` (the model's chat template). The context
+    is checked before vLLM starts."""
     cfg = eval_cfg
     n = int(cfg["n"])
     ks = [int(k) for k in cfg["ks"] if int(k) <= n]
     task = cfg.get("task", "arithmetic")
+    ctx = model_context(model)
     if tokenizer is None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model))
+    splits = []
+    for path in data_paths:
+        rows = read_problems(path)[: cfg.get("max_problems") or None]
+        if not rows:
+            raise ValueError(f"{path}: no problems to evaluate")
+        splits.append((Path(path).stem, rows, build_requests(rows, tokenizer, cfg)))
+    longest = max(len(tokenizer(p)["input_ids"]) for _, _, prompts in splits for p in prompts)
+    plan = context_plan(ctx, longest, cfg, str(model))
+    log.info("vLLM context: max_model_len %d (longest prompt %d + max_new_tokens %s; model context %d)%s",
+             plan["max_model_len"], longest, cfg["max_new_tokens"], ctx["context"],
+             f", YaRN {plan['hf_overrides']['rope_parameters']}" if "hf_overrides" in plan else "")
     sp = (sampling_params_factory or default_sampling_params_factory)(**sampling_kwargs(cfg))
     llm = (llm_factory or default_llm_factory)(str(model), tensor_parallel_size=int(cfg.get("gpus") or 1),
-                                                 seed=int(cfg["seed"]))
+                                                 seed=int(cfg["seed"]), **plan)
     result: dict[str, Any] = {"backbone": cfg["backbone"], "method": cfg["method"], "task": task, "n": n,
                               "splits": {}}
     with make_grader(task, int(cfg.get("grader_workers", 1))) as grader:
-        for path in data_paths:
-            split = Path(path).stem
-            rows = read_problems(path)[: cfg.get("max_problems") or None]
-            if not rows:
-                raise ValueError(f"{path}: no problems to evaluate")
-            prompts = build_requests(rows, tokenizer, cfg)
+        for split, rows, prompts in splits:
             t0 = time.perf_counter()
             outputs = llm.generate(prompts, sp)
             texts, lengths = parse_outputs(outputs, rows, n)

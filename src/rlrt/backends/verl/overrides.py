@@ -21,15 +21,34 @@ Every value comes from the job config (``rl`` block, the method's settings, the 
   there leaves it off. The level ``token`` is this module's choice (:data:`ROLLOUT_IS_LEVEL`); the paper does not
   name one.
 * ``entropy_coeff``: GRPO+EB's ``variant: loss`` only (its ``entropy_coeff`` setting), else 0.
-* ``use_dynamic_bsz``: true -> ``ppo_max_token_len_per_gpu`` (the log-prob passes inherit it through verl's own
-  interpolations); false -> verl requires per-GPU micro-batches, taken from ``rl.micro_batch``.
+* ``use_dynamic_bsz``: true -> ``ppo_max_token_len_per_gpu`` (the update's micro-batch; refused below one student
+  sequence), and the log-prob passes' ``log_prob_max_token_len_per_gpu`` raised to one teacher view
+  (``max_reprompt_length + max_response_length``) for a method with a teacher, since they also score teacher views
+  (``rlrt.backends.verl.memory.log_prob_token_budget``); false -> verl requires per-GPU micro-batches, taken from
+  ``rl.micro_batch``.
+* ``data.apply_chat_template_kwargs`` (added with ``++`` into verl's empty dict): the backbone's
+  ``chat_template_kwargs`` (paper.yaml: Qwen3-8B's ``enable_thinking: false``), which verl's dataset and agent loop
+  render the rollout prompts with and ``rlrt.backends.verl.trainer`` reads back for the teacher views; ``{}`` else.
 * ``trainer.val_before_train=false``: evaluation is its own stage (``rlrt.backends.verl.evaluate``) with the paper's
   sampling settings; verl's built-in validation (greedy, n=1) would only cost time.
 * ``trainer.logger``: ``[console, mlflow]`` when tracking is configured (verl's MLflow logger reads
   ``MLFLOW_TRACKING_URI``, which ``rlrt.backends.verl.train`` exports), ``[console]`` otherwise.
 * ``trainer.save_freq``: ``verl.save_freq`` (else ``rl.resume_every``, else ``rl.steps``); every ``rl.save_steps``
   entry must be a multiple of it (checked); ``resume_mode=auto`` resumes a requeued job from ``ckpt_dir``, which
-  must NOT be a declared Snakemake output.
+  must NOT be a declared Snakemake output. ``trainer.max_actor_ckpt_to_keep`` / ``max_critic_ckpt_to_keep`` stay
+  null (verl's own rotation would also delete the ``rl.save_steps`` checkpoints, and it forgets what it saved
+  before a requeue): ``rlrt.backends.verl.trainer`` prunes instead, after every save, with
+  ``rlrt.backends.verl.train.prune_checkpoints`` (the latest checkpoint whole, the ``rl.save_steps`` ones without
+  their optimizer state, nothing else).
+* ``actor_rollout_ref.rollout.max_model_len`` = ``verl.max_prompt_length`` + the backbone's
+  ``max_response_length``: the run's own lengths, not the model's context (verl's default, 262,144 tokens for
+  Qwen3-4B-Instruct-2507, would make vLLM reserve its KV cache for that). ``rlrt.backends.verl.train`` checks it
+  against the model's context before starting.
+* ``actor_rollout_ref.model.override_config.attn_implementation`` = ``verl.attn_implementation``
+  (``flash_attention_2`` (verl's default) | ``sdpa`` | ``eager``): ``sdpa`` where flash-attn is not installed.
+* ``ray_kwargs.ray_init.num_cpus`` / ``num_gpus``: the job's allocation (``n_cpus``: :func:`allocated_cpus`, i.e.
+  ``SLURM_CPUS_PER_TASK``; ``n_gpus``: the GPUs the rule asked for), so that two jobs on one node do not each
+  start Ray over the whole node.
 
 Keys the trainer, loss and reward modules read (added with ``++`` (add or replace) under one top-level ``rlrt`` node,
 which verl's yaml does not have and verl ignores), so that the Ray task runner and workers -- which only see the
@@ -72,6 +91,9 @@ ENTROPY_BONUS = {"pg": False, "pg_entropy": True, "sdpo": False, "srpo": False}
 
 REWARD_FUNCTION = "compute_score"
 """Name of the reward function in ``rlrt/backends/verl/reward.py`` (verl ``custom_reward_function.name``)."""
+
+ATTN_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+"""Allowed ``verl.attn_implementation`` values (the first is verl's default and this module's)."""
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
 
@@ -124,7 +146,7 @@ def _require(d: Mapping[str, Any], key: str, where: str) -> Any:
 def save_freq(v: Mapping[str, Any], rl: Mapping[str, Any]) -> int:
     """``trainer.save_freq``: ``verl.save_freq``, else ``rl.resume_every``, else ``rl.steps`` (verl then saves only
     the last step, which the run's final model is merged from). verl saves at multiples of it and at the last step
-    and keeps every checkpoint (``max_actor_ckpt_to_keep: null``), so each ``rl.save_steps`` entry below
+    (the trainer keeps the latest and the ``rl.save_steps`` ones), so each ``rl.save_steps`` entry below
     ``rl.steps`` must be a multiple, or that intermediate checkpoint would silently never exist."""
     freq = next((int(x) for x in (v.get("save_freq"), rl.get("resume_every"), rl["steps"]) if x is not None), 0)
     if freq < 1:
@@ -137,12 +159,41 @@ def save_freq(v: Mapping[str, Any], rl: Mapping[str, Any]) -> int:
     return freq
 
 
+def allocated_cpus(env: Mapping[str, str] | None = None) -> int:
+    """CPUs this job may use: ``SLURM_CPUS_PER_TASK`` under SLURM, else the CPUs this process is bound to
+    (``os.sched_getaffinity``; ``os.cpu_count`` where that does not exist). ``ray_kwargs.ray_init.num_cpus``."""
+    import os
+
+    env = os.environ if env is None else env
+    slurm = env.get("SLURM_CPUS_PER_TASK")
+    if slurm:
+        try:
+            n = int(slurm)
+        except ValueError:
+            raise ValueError(f"SLURM_CPUS_PER_TASK={slurm!r} is not an integer") from None
+        if n >= 1:
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return int(os.cpu_count() or 1)
+
+
+def attn_implementation(v: Mapping[str, Any]) -> str:
+    """``verl.attn_implementation`` (default ``flash_attention_2``), checked against :data:`ATTN_IMPLEMENTATIONS`."""
+    impl = v.get("attn_implementation") or ATTN_IMPLEMENTATIONS[0]
+    if impl not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"verl.attn_implementation: {impl!r} is not one of {list(ATTN_IMPLEMENTATIONS)}")
+    return str(impl)
+
+
 def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: str, val_file: str, ckpt_dir: str,
-                    n_gpus: int, experiment_name: str) -> list[str]:
+                    n_gpus: int, experiment_name: str, n_cpus: int | None = None) -> list[str]:
     """verl 0.9.1 Hydra overrides (``key=value`` strings, in order) for one RL run described by ``job_cfg``
     (the ``--cfg`` JSON of the rl stage: ``rl``, ``method``, ``run``, ``method_cfg``, ``backbone``,
-    ``max_response_length``, ``seed``, ``tracking``, ``verl``). Raises ``KeyError`` / ``ValueError`` naming the
-    job-config key when something the mapping needs is missing or unsupported."""
+    ``max_response_length``, ``seed``, ``tracking``, ``verl``). ``n_cpus``: Ray's CPUs (default
+    :func:`allocated_cpus`). Raises ``KeyError`` / ``ValueError`` naming the job-config key when something the
+    mapping needs is missing or unsupported."""
     rl = job_cfg["rl"]
     v = job_cfg.get("verl")
     if not v:
@@ -163,6 +214,11 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
     dynamic = bool(_require(v, "use_dynamic_bsz", "verl"))
     entropy_coeff = float(settings.entropy_coeff) if ENTROPY_BONUS[objective] else 0.0
     freq = save_freq(v, rl)
+    attn = attn_implementation(v)
+    max_prompt = int(_require(v, "max_prompt_length", "verl"))
+    n_cpus = allocated_cpus() if n_cpus is None else int(n_cpus)
+    if n_cpus < 1:
+        raise ValueError(f"n_cpus must be >= 1 for Ray (got {n_cpus}); set resources.rl.cpus")
     tracking = job_cfg.get("tracking")
     seed = int(job_cfg["seed"])
     actor, ref, ro = "actor_rollout_ref.actor", "actor_rollout_ref.ref", "actor_rollout_ref.rollout"
@@ -172,7 +228,7 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
         ("data.train_files", str(train_file)),
         ("data.val_files", str(val_file)),
         ("data.train_batch_size", int(rl["question_batch"])),
-        ("data.max_prompt_length", int(_require(v, "max_prompt_length", "verl"))),
+        ("data.max_prompt_length", max_prompt),
         ("data.max_response_length", int(job_cfg["max_response_length"])),
         ("data.seed", seed),
         # model
@@ -200,6 +256,15 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
     ]
     if dynamic:
         o.append((f"{actor}.ppo_max_token_len_per_gpu", int(_require(v, "ppo_max_token_len_per_gpu", "verl"))))
+        # the log-prob passes also score teacher views (P' + R tokens, longer than any student row): their budget
+        # is raised to one teacher view (rlrt.backends.verl.memory.log_prob_token_budget)
+        from rlrt.backends.verl.memory import log_prob_token_budget, token_budget_problem
+
+        problem = token_budget_problem(v, int(job_cfg["max_response_length"]))
+        if problem:
+            raise ValueError(f"verl.ppo_max_token_len_per_gpu: {problem}")
+        lp = log_prob_token_budget(v, int(job_cfg["max_response_length"]), spec.teacher != "none")
+        o += [(f"{ro}.log_prob_max_token_len_per_gpu", lp), (f"{ref}.log_prob_max_token_len_per_gpu", lp)]
     else:
         mb = int(_require(rl, "micro_batch", "rl"))
         o += [(f"{actor}.ppo_micro_batch_size_per_gpu", mb), (f"{ro}.log_prob_micro_batch_size_per_gpu", mb),
@@ -212,6 +277,7 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
         (f"{ro}.tensor_model_parallel_size", int(_require(rollout, "tensor_model_parallel_size", "verl.rollout"))),
         (f"{ro}.gpu_memory_utilization", float(_require(rollout, "gpu_memory_utilization", "verl.rollout"))),
         (f"{ro}.seed", seed),
+        (f"{ro}.max_model_len", max_prompt + int(job_cfg["max_response_length"])),
         # algorithm
         ("algorithm.adv_estimator", "grpo"),
         ("algorithm.norm_adv_by_std_in_grpo", bool(settings.norm_adv_by_std)),
@@ -232,12 +298,16 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
         ("trainer.n_gpus_per_node", int(n_gpus)),
         ("trainer.total_training_steps", int(rl["steps"])),
         ("trainer.save_freq", freq),
+        ("trainer.max_actor_ckpt_to_keep", None),  # pruned by our trainer instead (module docstring)
+        ("trainer.max_critic_ckpt_to_keep", None),
         ("trainer.default_local_dir", str(ckpt_dir)),
         ("trainer.resume_mode", "auto"),
         ("trainer.val_before_train", False),
         ("trainer.logger", ["console", "mlflow"] if tracking else ["console"]),
         ("trainer.project_name", str((tracking or {}).get("experiment") or "rlrt")),
         ("trainer.experiment_name", str(experiment_name)),
+        # Ray: the job's allocation, not the node
+        ("ray_kwargs.ray_init.num_cpus", n_cpus),
     ]
     # the method, for the trainer / loss inside the Ray workers (see the module docstring)
     extra: list[tuple[str, Any]] = [
@@ -252,8 +322,16 @@ def hydra_overrides(job_cfg: Mapping[str, Any], *, model_path: str, train_file: 
         ("rlrt.save_steps", [int(s) for s in rl.get("save_steps") or []]),
     ]
     extra += [(f"rlrt.settings.{k}", val) for k, val in as_dict(settings).items()]
+    added = [  # keys verl's yaml does not have (an empty override_config, ray_init without num_gpus)
+        ("actor_rollout_ref.model.override_config.attn_implementation", attn),
+        ("ray_kwargs.ray_init.num_gpus", int(n_gpus)),
+        # the backbone's chat-template variables (Qwen3-8B: enable_thinking false), into verl's empty dict: its
+        # RLHFDataset and the agent loop's prompt builder render the rollout prompts with them, and the trainer's
+        # teacher views read them back from there
+        ("data.apply_chat_template_kwargs", dict(job_cfg["backbone"].get("chat_template_kwargs") or {})),
+    ]
     out = [f"{k}={hydra_value(val)}" for k, val in o]
-    out += [f"++{k}={hydra_value(val)}" for k, val in extra]
+    out += [f"++{k}={hydra_value(val)}" for k, val in added + extra]
     out += [str(s) for s in (v.get("extra_overrides") or [])]
     return out
 

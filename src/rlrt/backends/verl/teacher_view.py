@@ -4,7 +4,8 @@
 tensors verl's ``actor_rollout_wg.compute_log_prob`` takes and slices the answer back:
 
 * teacher prompt ids = the tokenizer's chat template applied to ``teacher_user_message(user_msg, c, kind)`` with
-  the generation prompt, tokenised without special tokens -- the recipe of the local engine's
+  the generation prompt and the backbone's ``chat_template_kwargs`` (the student's rollout prompts' own:
+  ``data.apply_chat_template_kwargs``), tokenised without special tokens -- the recipe of the local engine's
   ``rlrt.backends.local.rl.teacher_inputs`` (``tests/test_verl_backend.py`` checks the ids are identical);
 * capped at ``max_reprompt_length`` tokens by dropping the *middle* (keeps the question's start and the end of the
   turn with the generation prompt; counted and logged, never silent);
@@ -36,9 +37,10 @@ log = logging.getLogger("rlrt.verl.teacher")
 ComputeLogProb = Callable[[object], tuple[Tensor, Tensor]]
 
 
-def teacher_prompt_ids(tokenizer, user_msg: str, context: Optional[str], kind: str) -> list[int]:
+def teacher_prompt_ids(tokenizer, user_msg: str, context: Optional[str], kind: str,
+                       template_kwargs: Optional[dict] = None) -> list[int]:
     """Token ids of the teacher's generation prompt (the local engine's recipe: render, then tokenise)."""
-    text = chat_prompt(tokenizer, teacher_user_message(user_msg, context, kind))
+    text = chat_prompt(tokenizer, teacher_user_message(user_msg, context, kind), template_kwargs)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -94,12 +96,15 @@ class VerlTeacher:
     grouped: ``rlrt.backends.verl.batch.Grouped``; response_attention: (B, R) the student's response attention mask
     in grouped order; compute: scores a teacher ``DataProto`` (the trainer passes the actor's ``compute_log_prob``
     under θ_old, padded to its data-parallel size). ``needed(has_context, want_entropy) -> (B,) bool`` narrows the
-    rows scored (default: all rows with a context).
+    rows scored (default: all rows with a context). ``chat_template_kwargs``: the backbone's (the trainer passes
+    ``data.apply_chat_template_kwargs``, which the rollout prompts were rendered with).
     """
 
     def __init__(self, grouped, tokenizer, response_attention: Tensor, compute: ComputeLogProb, max_prompt_len: int,
-                 needed: Optional[Callable[[Tensor, bool], Tensor]] = None, meta_info: Optional[dict] = None):
+                 needed: Optional[Callable[[Tensor, bool], Tensor]] = None, meta_info: Optional[dict] = None,
+                 chat_template_kwargs: Optional[dict] = None):
         self.g, self.tok, self.att, self.compute = grouped, tokenizer, response_attention, compute
+        self.template_kwargs = dict(chat_template_kwargs or {})
         self.max_len, self.needed, self.meta = int(max_prompt_len), needed, meta_info
         self.n_scored = self.n_truncated = 0
         self.contexts: Optional[list[list[Optional[str]]]] = None  # the step's contexts, set by score()
@@ -110,7 +115,7 @@ class VerlTeacher:
         n, out = self.g.n, []
         for r in rows:
             ids, cut = cap_middle(teacher_prompt_ids(self.tok, self.g.user_msgs[r // n], contexts[r // n][r % n],
-                                                     kind), self.max_len)
+                                                     kind, self.template_kwargs), self.max_len)
             self.n_truncated += int(cut)
             out.append(ids)
         return out
@@ -152,7 +157,7 @@ class VerlTeacher:
             raise RuntimeError("teacher view: score() has not run for this batch (no contexts)")
         n = self.g.n
         prompts = [cap_middle(teacher_prompt_ids(self.tok, self.g.user_msgs[r // n], self.contexts[r // n][r % n],
-                                                 self.kind), self.max_len)[0]
+                                                 self.kind, self.template_kwargs), self.max_len)[0]
                    for r in range(self.g.response_ids.shape[0])]
         tdp = build_teacher_batch(prompts, self.g.response_ids, self.att, self.g.response_mask,
                                   self.tok.pad_token_id, self.meta)

@@ -14,8 +14,25 @@
 4. the final actor checkpoint (and those at ``rl.save_steps``) -> HF folders with ``python -m verl.model_merger``;
    ``metrics`` JSON with the local stage's keys (``summary``, ``method_cfg``, ``history``, ``run``, ``save_steps``).
 
+Around step 3, for a run that may be killed and requeued:
+
+* before starting, the model's context (its ``config.json``) must hold ``verl.max_prompt_length`` + the backbone's
+  ``max_response_length`` (:func:`check_rollout_context`; refused naming both keys and numbers; the rollout's
+  ``max_model_len`` is exactly that sum, ``rlrt.backends.verl.overrides``);
+* a run whose final step's checkpoint is already there (``latest_checkpointed_iteration.txt`` = ``rl.steps``:
+  :func:`finished_step`) is merged, never trained again: verl's ``fit`` would load step N, run step N+1 and add a
+  row to the history;
+* checkpoints: :func:`prune_checkpoints` keeps the latest (resume) whole and the ``rl.save_steps`` ones without
+  their optimizer state (what the merge reads), and removes the rest; the trainer calls it after every save, this
+  module once before starting (leftovers of a killed job);
+* MLflow (``tracking`` set): one run for the whole job, however often it is requeued: its id is kept in
+  ``<out>.verl/mlflow_run_id`` and exported as ``MLFLOW_RUN_ID``, which verl's MLflow logger resumes
+  (``rlrt.tracking.persistent_run_id``);
+* Ray gets the job's CPUs (``SLURM_CPUS_PER_TASK``) and GPUs (``rlrt.backends.verl.overrides.allocated_cpus``).
+
 What has NEVER run (no GPU here): steps 3 and 4. Tested on CPU: :func:`verl_rows`, :func:`write_verl_parquet`,
-:func:`read_history`, :func:`summarize`.
+:func:`read_history`, :func:`summarize`, the helpers above and :func:`run` with stand-ins for the trainer and the
+merger (tests/test_verl_run_guards.py).
 """
 
 from __future__ import annotations
@@ -101,6 +118,83 @@ def summarize(history: Sequence[dict], *, method: str, run: str, backbone: str) 
     }
 
 
+TRACKER = "latest_checkpointed_iteration.txt"
+"""verl's checkpoint tracker file in ``trainer.default_local_dir`` (written last by ``_save_checkpoint``)."""
+
+OPTIMIZER_STATE = ("optim_world_size_", "extra_state_world_size_")
+"""File-name prefixes of the resume-only parts of an FSDP checkpoint folder (the merge reads ``model_*``,
+``fsdp_config.json`` and ``huggingface/``)."""
+
+
+def latest_step(ckpt: str | os.PathLike) -> int | None:
+    """The step verl would resume from: the tracker's value when its ``global_step_<k>`` folder exists, else None."""
+    tracker = Path(ckpt) / TRACKER
+    try:
+        k = int(tracker.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return k if (Path(ckpt) / f"global_step_{k}").is_dir() else None
+
+
+def finished_step(ckpt: str | os.PathLike, steps: int) -> bool:
+    """True when the run's final checkpoint is saved (tracker = ``steps`` and its actor folder exists)."""
+    return latest_step(ckpt) == int(steps) and (Path(ckpt) / f"global_step_{steps}" / "actor").is_dir()
+
+
+def prune_checkpoints(ckpt: str | os.PathLike, keep_steps: Sequence[int]) -> list[str]:
+    """Keep what resume and the analyses need, remove the rest; returns what was removed (paths).
+
+    The latest checkpoint (the tracker's) stays whole; a ``global_step_<k>`` with k in ``keep_steps`` (the
+    ``rl.save_steps`` merged when the run ends) loses only its optimizer and extra state (:data:`OPTIMIZER_STATE`,
+    about two thirds of an FSDP checkpoint with AdamW); every other ``global_step_<k>`` is removed. Without a
+    tracker nothing is touched (verl writes it last, after a complete save)."""
+    root = Path(ckpt)
+    latest = latest_step(root)
+    if latest is None:
+        return []
+    keep = {int(k) for k in keep_steps}
+    removed = []
+    for d in sorted(root.glob("global_step_*")):
+        try:
+            k = int(d.name.removeprefix("global_step_"))
+        except ValueError:
+            continue
+        if k == latest or not d.is_dir():
+            continue
+        if k in keep:
+            for f in sorted(d.glob("*/*")):
+                if f.is_file() and f.name.startswith(OPTIMIZER_STATE):
+                    f.unlink()
+                    removed.append(str(f))
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
+def check_rollout_context(model: str | os.PathLike, job_cfg: Mapping[str, Any]) -> int:
+    """``verl.max_prompt_length`` + ``max_response_length`` (the rollout's ``max_model_len``) against the model's
+    context from its ``config.json``; returns the sum, raises ``ValueError`` naming both keys and numbers when the
+    model cannot hold it. Logs a warning when the teacher view (``verl.max_reprompt_length`` + response) is longer
+    than the context (the log-prob pass has no hard limit; positions past it are extrapolated)."""
+    from rlrt.backends.verl.context import model_context
+
+    v = job_cfg.get("verl") or {}
+    backbone = job_cfg["backbone"]["name"]
+    prompt, response = int(v["max_prompt_length"]), int(job_cfg["max_response_length"])
+    ctx = model_context(model)["context"]
+    if prompt + response > ctx:
+        raise ValueError(f"{model}: verl.max_prompt_length ({prompt}) + backbones.{backbone}.max_response_length "
+                         f"({response}) = {prompt + response} tokens, more than the model's context of {ctx} tokens "
+                         "(config.json max_position_embeddings): lower one of them")
+    reprompt = int(v.get("max_reprompt_length") or 0)
+    if reprompt + response > ctx:
+        log.warning("%s: the teacher view can reach verl.max_reprompt_length (%d) + max_response_length (%d) = %d "
+                    "tokens, more than the model's context of %d; its log-probs past %d tokens are extrapolated",
+                    model, reprompt, response, reprompt + response, ctx, ctx)
+    return prompt + response
+
+
 def merge_checkpoint(actor_dir: Path, target: Path) -> None:
     """verl's FSDP actor shards -> a HF model folder (``python -m verl.model_merger merge``), atomically."""
     with atomic_dir(target) as tmp:
@@ -110,12 +204,15 @@ def merge_checkpoint(actor_dir: Path, target: Path) -> None:
 
 def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpoints: str | None, gpus: int) -> None:
     """One RL run on verl; writes ``out`` (HF folder), ``metrics`` (JSON) and ``checkpoints/step_<k>``."""
-    from rlrt.backends.verl.overrides import hydra_overrides, hydra_value
+    from rlrt.backends.verl.overrides import allocated_cpus, hydra_overrides, hydra_value
 
     spec = get_method(job_cfg["method"])
     settings = spec.make_settings(job_cfg.get("method_cfg") or {}, where="method_cfg")
     run_name = str(job_cfg.get("run") or spec.name)
     backbone = str(job_cfg["backbone"]["name"])
+    steps = int(job_cfg["rl"]["steps"])
+    save_steps = sorted(int(k) for k in job_cfg["rl"].get("save_steps") or [] if 0 < int(k) < steps)
+    check_rollout_context(model, job_cfg)
     work = Path(f"{out}.verl")  # verl's own state: survives a failed / requeued job
     work.mkdir(parents=True, exist_ok=True)
     train_file = work / "train.parquet"
@@ -126,21 +223,34 @@ def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpo
         rows = [{**r, "data_source": COUNTDOWN} for r in rows]
     write_verl_parquet(rows, train_file)
     ckpt, history_path = work / "ckpt", work / "history.jsonl"
+    experiment_name = f"rl/{backbone}/{run_name}"
     overrides = hydra_overrides(job_cfg, model_path=str(model), train_file=str(train_file),
                                 val_file=str(train_file), ckpt_dir=str(ckpt), n_gpus=int(gpus),
-                                experiment_name=f"rl/{backbone}/{run_name}")
+                                experiment_name=experiment_name, n_cpus=allocated_cpus())
     overrides.append(f"++rlrt.history_path={hydra_value(str(history_path))}")
     env = dict(os.environ)
     tracking = job_cfg.get("tracking") or {}
     if tracking.get("uri"):  # else the workflow's MLFLOW_TRACKING_URI, inherited
         env["MLFLOW_TRACKING_URI"] = str(tracking["uri"])
     env.setdefault("RLRT_GRADER_WORKERS", str(int(job_cfg.get("grader_workers") or 2)))
-    log.info("verl rl %s on %s: %d overrides, state in %s", run_name, backbone, len(overrides), work)
-    subprocess.run([sys.executable, "-m", "rlrt.backends.verl.trainer", *overrides], check=True, env=env)
+    if finished_step(ckpt, steps):  # a requeue after the last save: merge, never train step N+1
+        log.info("verl rl %s on %s: step %d's checkpoint is saved; not training again", run_name, backbone, steps)
+    else:
+        prune_checkpoints(ckpt, save_steps)  # leftovers of a killed job
+        if job_cfg.get("tracking"):  # one MLflow run over every requeue (verl's logger resumes MLFLOW_RUN_ID)
+            from rlrt.tracking import persistent_run_id
 
-    steps = int(job_cfg["rl"]["steps"])
+            rid = persistent_run_id(work / "mlflow_run_id", {**tracking, "uri": env.get("MLFLOW_TRACKING_URI")},
+                                    str((tracking or {}).get("experiment") or "rlrt"), experiment_name)
+            if rid:
+                env["MLFLOW_RUN_ID"] = rid
+        log.info("verl rl %s on %s: %d overrides, state in %s", run_name, backbone, len(overrides), work)
+        subprocess.run([sys.executable, "-m", "rlrt.backends.verl.trainer", *overrides], check=True, env=env)
+        if not finished_step(ckpt, steps):
+            raise RuntimeError(f"verl's trainer exited without saving step {steps} in {ckpt} ({TRACKER}: "
+                               f"{latest_step(ckpt)})")
+
     merge_checkpoint(ckpt / f"global_step_{steps}" / "actor", Path(out))
-    save_steps = sorted(int(k) for k in job_cfg["rl"].get("save_steps") or [] if 0 < int(k) < steps)
     if checkpoints:
         with atomic_dir(checkpoints) as tmp:
             for k in save_steps:

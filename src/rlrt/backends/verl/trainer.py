@@ -26,6 +26,8 @@ by ``rlrt.backends.verl.loss.WorkerLoss``; each step puts the plan and every row
 for its token-mean) and asks verl's engine for the logits-processor call (:func:`topk_processor`: verl makes that
 call only in its own distillation mode, which this trainer otherwise leaves off).
 
+Checkpoints: ``_save_checkpoint`` prunes after verl's save (``rlrt.backends.verl.train.prune_checkpoints``).
+
 What has NEVER run: all of this class inside Ray on GPUs. Tested on CPU: ``shape_batch``, ``VerlTeacher``,
 :func:`history_row`, :func:`method_from_config`, :func:`topk_processor` around verl's own ``_update_actor``.
 """
@@ -174,6 +176,17 @@ def _trainer_class():
                     self.rlrt_settings, float(rollout.temperature),
                     teacher_path=str(self.config.actor_rollout_ref.model.path)))
 
+        def _save_checkpoint(self):
+            """verl's save, then :func:`rlrt.backends.verl.train.prune_checkpoints`: the latest checkpoint whole,
+            the ``rlrt.save_steps`` ones without optimizer state, nothing else (verl's own rotation is off)."""
+            super()._save_checkpoint()
+            from rlrt.backends.verl.train import prune_checkpoints
+
+            removed = prune_checkpoints(str(self.config.trainer.default_local_dir),
+                                        list(self.rlrt_node.get("save_steps") or []))
+            if removed:
+                log.info("rlrt: pruned %d checkpoint paths after step %d", len(removed), int(self.global_steps))
+
         def _compute_old_log_prob(self, batch):
             out, mfu = super()._compute_old_log_prob(batch)
             self._rlrt_entropy = out.batch["entropys"].detach().float().clone()  # fit pops it before the advantage
@@ -200,7 +213,8 @@ def _trainer_class():
                                 int(self.rlrt_node.get("max_reprompt_length") or 0),
                                 needed=lambda has, want_ent: rows_needing_teacher(spec, settings, grouped.rewards,
                                                                                   has, want_ent),
-                                meta_info={"temperature": batch.meta_info.get("temperature", 1.0)})
+                                meta_info={"temperature": batch.meta_info.get("temperature", 1.0)},
+                                chat_template_kwargs=dict(self.config.data.get("apply_chat_template_kwargs") or {}))
                 teachers.append(t)
                 return t
 
