@@ -433,7 +433,16 @@ def test_teacher_sft_through_verls_dataset_factory_trains_the_local_examples(tok
         rlt_sft.teacher_sft_rows([{k: v for k, v in QUESTIONS[0].items() if k != "explanation"}])
 
 
-def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
+def _model_dir(root, context=4096):
+    """A model folder with only the config.json the context check reads."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps({"max_position_embeddings": context}))
+    return str(root)
+
+
+def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok, tmp_path):
     """Distillation / reward-rank candidates on vLLM (a stand-in engine): the local engine's teacher prompt ids
     as token prompts, n completions per row in row order, the local sampler's settings; a short answer raises."""
     from types import SimpleNamespace
@@ -450,7 +459,8 @@ def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
         made["engine"] = (model, kw)
         return LLM()
 
-    out = vrlt.teacher_completions("/m/teacher", QUESTIONS, 2, 64, 0.7, 5, gpus=2, llm_factory=llm_factory,
+    teacher = _model_dir(tmp_path / "teacher")
+    out = vrlt.teacher_completions(teacher, QUESTIONS, 2, 64, 0.7, 5, gpus=2, llm_factory=llm_factory,
                                    sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
     assert out == [[f"e{i}.0" + END_EXPLANATION, f"e{i}.1" + END_EXPLANATION] for i in range(3)]
     assert made["prompts"] == [{"prompt_token_ids": local.encode(tok, local.teacher_prompt(tok, q["question"],
@@ -458,12 +468,31 @@ def test_teacher_completions_on_vllm_send_the_local_prompt_ids(tok):
                                for q in QUESTIONS]
     assert [vars(sp) for sp in made["sp"]] == [{"n": 2, "temperature": 0.7, "top_p": 1.0, "top_k": -1, "max_tokens": 64,
                                                 "seed": vrlt.request_seed(5, q["question"])} for q in QUESTIONS]
-    assert made["engine"] == ("/m/teacher", {"tensor_parallel_size": 2, "seed": 5})
+    longest = max(len(p["prompt_token_ids"]) for p in made["prompts"])
+    # max_model_len from the run's own lengths, never the model's whole context
+    assert made["engine"] == (teacher, {"tensor_parallel_size": 2, "seed": 5, "max_model_len": longest + 64})
 
     def short(model, **kw):
         return SimpleNamespace(generate=lambda prompts, sp: [SimpleNamespace(outputs=[SimpleNamespace(text="x")])
                                                              for _ in prompts])
 
     with pytest.raises(ValueError, match="1 completions, expected 2"):
-        vrlt.teacher_completions("/m", QUESTIONS, 2, 64, 0.7, 5, llm_factory=short,
+        vrlt.teacher_completions(teacher, QUESTIONS, 2, 64, 0.7, 5, llm_factory=short,
+                                 sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
+
+
+def test_teacher_completions_refuse_a_run_longer_than_the_teachers_context(tok, tmp_path):
+    """vLLM would stop every explanation at the model's context whatever max_tokens says: a prompt + max_new_tokens
+    over the model's config.json context is refused before the engine starts, naming the key and both numbers."""
+    from types import SimpleNamespace
+
+    started = []
+    small = _model_dir(tmp_path / "small", context=64)
+    with pytest.raises(ValueError, match=r"rlt\.teacher_rl\.max_new_tokens \(64\).*context of 64 tokens"):
+        vrlt.teacher_completions(small, QUESTIONS, 1, 64, 0.7, 5, llm_factory=lambda m, **kw: started.append(m),
+                                 sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
+    assert started == []
+    with pytest.raises(ValueError, match="no config.json"):
+        vrlt.teacher_completions(str(tmp_path / "nowhere"), QUESTIONS, 1, 8, 0.7, 5,
+                                 llm_factory=lambda m, **kw: started.append(m),
                                  sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)

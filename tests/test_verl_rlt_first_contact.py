@@ -18,7 +18,7 @@ import torch
 
 pytest.importorskip("verl")
 
-from test_verl_rlt import CASES, Q, QUESTIONS, S, _compose, local_reward, models, tok  # noqa: E402,F401 (fixtures)
+from test_verl_rlt import CASES, Q, QUESTIONS, S, _compose, _model_dir, local_reward, models, tok  # noqa: E402,F401
 
 from rlrt.backends.local import rlt as local  # noqa: E402
 from rlrt.backends.verl import rlt as vrlt  # noqa: E402
@@ -213,7 +213,7 @@ def test_scorer_default_micro_batch_is_one():
     assert vrlt.RLTRewardSettings.from_dict(PAPER_RL).micro_batch == 1  # paper.yaml sets none
 
 
-def test_each_request_gets_a_seed_of_its_own_derived_from_the_question(tok):
+def test_each_request_gets_a_seed_of_its_own_derived_from_the_question(tok, tmp_path):
     a, b = rlt_generate.request_seed(5, Q[0]), rlt_generate.request_seed(5, Q[1])
     assert a != b and a == rlt_generate.request_seed(5, Q[0]) and 0 <= a < 2 ** 31
     assert rlt_generate.request_seed(6, Q[0]) != a  # the run's seed still matters
@@ -225,7 +225,7 @@ def test_each_request_gets_a_seed_of_its_own_derived_from_the_question(tok):
             return [SimpleNamespace(outputs=[SimpleNamespace(text="x")]) for _ in prompts]
 
     rows = [QUESTIONS[1], QUESTIONS[0], QUESTIONS[1]]
-    rlt_generate.teacher_completions("/m", rows, 1, 8, 0.7, 5, llm_factory=lambda m, **kw: LLM(),
+    rlt_generate.teacher_completions(_model_dir(tmp_path / "m"), rows, 1, 8, 0.7, 5, llm_factory=lambda m, **kw: LLM(),
                                      sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
     assert sent["seeds"][0] == sent["seeds"][2] != sent["seeds"][1]  # by question, not by position
 
@@ -249,7 +249,8 @@ def test_reward_rank_generates_in_a_process_that_exits_before_scoring(tok, tmp_p
                           sampling_params_factory=lambda **kw: SimpleNamespace(**kw), tokenizer=tok)
         return subprocess.CompletedProcess(cmd, 0)
 
-    out = rlt_generate.completions_in_subprocess("/m/t", QUESTIONS, 2, 16, 0.7, 3, 1, tmp_path / "w", runner=runner)
+    out = rlt_generate.completions_in_subprocess(_model_dir(tmp_path / "t"), QUESTIONS, 2, 16, 0.7, 3, 1, tmp_path / "w",
+                                                 runner=runner)
     assert out == [[f"p{i}.0", f"p{i}.1"] for i in range(3)] and len(calls) == 1
     assert list((tmp_path / "w").iterdir()) == []  # request and result removed
     with pytest.raises(subprocess.CalledProcessError):

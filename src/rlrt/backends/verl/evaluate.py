@@ -111,28 +111,30 @@ def split_result(rows: Sequence[Mapping[str, Any]], prompts: Sequence[str], text
     }
 
 
-def context_plan(ctx: Mapping[str, Any], longest_prompt: int, cfg: Mapping[str, Any], model: str = "the model"
-                 ) -> dict[str, Any]:
+def context_plan(ctx: Mapping[str, Any], longest_prompt: int, cfg: Mapping[str, Any], model: str = "the model",
+                 keys: tuple[str, str] = ("eval.max_new_tokens", "eval.rope_scaling")) -> dict[str, Any]:
     """vLLM engine arguments for the context: ``{"max_model_len": longest_prompt + max_new_tokens}`` plus
     ``hf_overrides`` (YaRN from ``eval.rope_scaling``) only where the model's own context is too short. Raises
     ``ValueError`` naming ``eval.max_new_tokens`` / ``eval.rope_scaling`` and both numbers where the run does not
-    fit (no scaling configured, or a factor too small)."""
+    fit (no scaling configured, or a factor too small). ``keys`` names the two config keys in messages (the RLT
+    teacher's generation passes its own)."""
+    tok_key, rope_key = keys
     need = int(longest_prompt) + int(cfg["max_new_tokens"])
     if need <= int(ctx["context"]):
         return {"max_model_len": need}
     scaling = cfg.get("rope_scaling")
-    head = (f"{model}: the longest prompt ({longest_prompt} tokens) + eval.max_new_tokens ({cfg['max_new_tokens']}) "
+    head = (f"{model}: the longest prompt ({longest_prompt} tokens) + {tok_key} ({cfg['max_new_tokens']}) "
             f"= {need} tokens, more than the model's context of {ctx['context']} tokens (config.json "
             f"max_position_embeddings)")
     if not scaling:
-        raise ValueError(f"{head}: vLLM would cut responses short. Set eval.rope_scaling (e.g. "
+        raise ValueError(f"{head}: vLLM would cut responses short. Set {rope_key} (e.g. "
                          f"{{rope_type: yarn, factor: {max(2, -(-need // int(ctx['native'])))}}}) or lower "
-                         "eval.max_new_tokens")
+                         f"{tok_key}")
     original = int(scaling.get("original_max_position_embeddings") or ctx["native"])
     scaled = int(original * float(scaling["factor"]))
     if scaled < need:
-        raise ValueError(f"{head}; eval.rope_scaling.factor {scaling['factor']} x {original} = {scaled} tokens "
-                         f"is still short of {need}: raise eval.rope_scaling.factor or lower eval.max_new_tokens")
+        raise ValueError(f"{head}; {rope_key}.factor {scaling['factor']} x {original} = {scaled} tokens "
+                         f"is still short of {need}: raise {rope_key}.factor or lower {tok_key}")
     rope = {**(ctx.get("rope") or {}), "rope_type": str(scaling["rope_type"]), "factor": float(scaling["factor"]),
             "original_max_position_embeddings": original}
     rope.pop("type", None)
