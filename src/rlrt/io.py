@@ -182,13 +182,18 @@ def read_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def write_problems(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    """Write normalised problem rows to parquet, atomically, with the fixed all-string schema ``PROBLEM_COLUMNS``.
+    """Write normalised problem rows, atomically, in the format the path's suffix names -- the one
+    :func:`read_problems` reads it back with: ``.parquet`` (the fixed all-string schema ``PROBLEM_COLUMNS``) or
+    ``.jsonl`` (one object a line, the same columns in that order). Any other suffix is a ValueError raised before
+    anything is written (a parquet file under a ``.jsonl`` name would be unreadable as JSONL).
 
     A row with a missing, extra or non-string column raises ValueError naming the row and column: a malformed
-    row must never reach training as a silently cast or dropped value. Zero rows still write the schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    row must never reach training as a silently cast or dropped value. Zero rows still write the file (parquet:
+    with its schema)."""
+    suffix = Path(path).suffix
+    if suffix not in (".parquet", ".jsonl"):
+        raise ValueError(f"{path}: cannot write problems as {suffix or 'a file without a suffix'!r}: the suffix "
+                         f"picks the format (.parquet or .jsonl, the two read_problems reads)")
     cols: dict[str, list[str]] = {c: [] for c in PROBLEM_COLUMNS}
     for k, row in enumerate(rows):
         missing = [c for c in PROBLEM_COLUMNS if c not in row]
@@ -201,6 +206,13 @@ def write_problems(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> N
             if not isinstance(v, str):
                 raise ValueError(f"{path}: row {k}: column {c!r} is {type(v).__name__}, expected str")
             cols[c].append(v)
+    if suffix == ".jsonl":
+        n = len(cols[PROBLEM_COLUMNS[0]])
+        write_jsonl(path, ({c: cols[c][i] for c in PROBLEM_COLUMNS} for i in range(n)))
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = pa.schema([(c, pa.string()) for c in PROBLEM_COLUMNS])
     table = pa.table(cols, schema=schema)
     with atomic_path(path) as tmp:
