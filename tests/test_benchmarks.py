@@ -150,7 +150,7 @@ def test_gpqa_choices_seeded_by_row_id(tmp_path):
         random.Random(f"gpqa_diamond:{r['id']}").shuffle(order)
         letter = "ABCD"[order.index(0)]
         assert r["answer"] == letter
-        lines = r["question"].split("\n\n", 1)[1].split("\n")
+        lines = r["question"].split("\n\n")[1].split("\n")   # the options block (then the letter instruction)
         assert lines == [f"{'ABCD'[k]}) {choices[j]}" for k, j in enumerate(order)]
         assert f"{letter}) gluon" in lines
         assert r["solution"] == "QCD." and r["source"] == "gpqa_diamond"
@@ -162,7 +162,7 @@ def test_gpqa_choices_seeded_by_row_id(tmp_path):
     assert {r["answer"] for r in many} == {"A", "B", "C", "D"}
     for r in many:   # the gold letter labels the correct choice, and every choice appears once
         assert f"\n{r['answer']}) gluon" in r["question"]
-        assert sorted(line[3:] for line in r["question"].split("\n\n", 1)[1].split("\n")) == sorted(choices)
+        assert sorted(line[3:] for line in r["question"].split("\n\n")[1].split("\n")) == sorted(choices)
 
 
 def test_gpqa_missing_correct_answer_column():

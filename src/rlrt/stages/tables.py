@@ -172,15 +172,24 @@ def rlt_label(model: str, n_questions: int | None = None, n_small: int | None = 
     return name + (f" ({n} q)" if n else "")
 
 
+RLT_OVERALL = "Overall"
+"""The RLT tables' last column pair: the mean over the test splits (RLT Tables 1-2's "Overall")."""
+
+
 def rlt_table(evals: list[dict], models: list[str], splits: list[str], n: int, deltas: list[tuple[str, str, str]],
               n_questions: int | None = None, n_small: int | None = None) -> pd.DataFrame:
     """Student evaluations -> a frame in the Table 1 layout: per student a block {untrained, models, deltas}.
 
-    ``deltas``: (label, model_a, model_b) rows holding a - b in every column.
+    Columns: each split's (Avg@n, Pass@n), then ("Overall", Avg@n / Pass@n) = the unweighted mean of that metric
+    over the splits (the RLT paper's "Overall": the mean of AIME24, MATH500 and GPQA-Diamond, whatever their
+    problem counts). ``deltas``: (label, model_a, model_b) rows holding a - b in every column (Overall included).
     """
     by_key = {(e["backbone"], e["method"]): e for e in evals}
     students = list(dict.fromkeys(e["backbone"] for e in evals))
-    cols = [(s, m) for s in splits for m in (f"Avg@{n}", f"Pass@{n}")]
+    if RLT_OVERALL in splits:
+        raise ValueError(f"a test split named {RLT_OVERALL!r} would collide with the mean column")
+    metrics = (f"Avg@{n}", f"Pass@{n}")
+    cols = [(s, m) for s in splits for m in metrics] + [(RLT_OVERALL, m) for m in metrics]
     rows, index = [], []
     for st in students:
         block = {}
@@ -188,7 +197,11 @@ def rlt_table(evals: list[dict], models: list[str], splits: list[str], n: int, d
             e = by_key.get((st, m))
             if e is None:
                 raise ValueError(f"missing RLT evaluation for student {st!r}, model {m!r}")
-            block[m] = [e["splits"][s]["metrics"][k] for s in splits for k in (f"avg@{n}", f"pass@{n}")]
+            missing = [s for s in splits if s not in e["splits"]]
+            if missing:
+                raise ValueError(f"RLT evaluation of student {st!r}, model {m!r} has no split(s) {missing}")
+            cells = [e["splits"][s]["metrics"][k] for s in splits for k in (f"avg@{n}", f"pass@{n}")]
+            block[m] = cells + [sum(cells[j::2]) / len(splits) for j in range(2)]
             rows.append(block[m])
             index.append((st, m, f"{st} (untrained)" if m == "base" else "  " + rlt_label(m, n_questions, n_small)))
         for label, a, b in deltas:
@@ -229,13 +242,16 @@ def main(argv: list[str] | None = None) -> None:
             deltas = [("Δ RLT − reference (full)", "sft-rlt", "sft-reference"),
                       ("Δ RLT − reference (small)", "sft-rlt_small", "sft-reference_small")]
             title = (f"RLT Table 1 (embedded analogue): students distilled from the RL teacher's raw explanations vs "
-                     f"the reference traces, on {nq} questions and on a {ns}-question subset, same SFT budget; "
-                     f"avg@{n} and pass@{n} (%) on the held-out test sets.")
+                     f"the reference traces, on {nq} questions and on a {ns}-question subset, "
+                     + ("the subset with its own SFT recipe (rlt.student_sft_small); " if cfg.get("small_recipe")
+                        else "same SFT budget; ") +
+                     f"avg@{n} and pass@{n} (%) on the held-out test sets; Overall = their mean over the test sets.")
         else:
             models = rlt_models()["table2"]
             deltas = [("Δ RLT − reference cold start, after GRPO", "grpo-sft-rlt", "grpo-sft-reference")]
             title = (f"RLT Table 2 (embedded analogue): GRPO with the correctness reward from the untrained student "
-                     f"vs cold-started from RLT / reference traces; avg@{n} and pass@{n} (%).")
+                     f"vs cold-started from RLT / reference traces; avg@{n} and pass@{n} (%); Overall = the mean over "
+                     f"the test sets.")
         df = rlt_table(evals, models, cfg["splits"], n, deltas, nq, ns)
         write_table(df, args.out_csv, args.out_md, title)
         log.info("\n%s", to_markdown(df, title))

@@ -32,7 +32,7 @@ from rlrt.tasks.answers import extract_boxed
 
 __all__ = ["LOADERS", "ANSWER_OPTIONAL", "BenchmarkFormatError", "SkipRow", "normalise", "answer_text",
            "dapo_math", "aime24", "aime25", "aime26", "hmmt_feb_2026", "amc23", "math500", "gpqa_diamond",
-           "bespoke_stratos", "DAPO_PREFIX", "DAPO_SUFFIX", "GPQA_LETTERS"]
+           "bespoke_stratos", "DAPO_PREFIX", "DAPO_SUFFIX", "GPQA_LETTERS", "GPQA_INSTRUCTION"]
 
 log = logging.getLogger("rlrt.benchmarks")
 
@@ -197,6 +197,10 @@ def math500(row: Mapping[str, Any], index: int) -> dict[str, str]:
 
 
 GPQA_LETTERS = "ABCD"
+GPQA_INSTRUCTION = "Answer with the letter (A, B, C or D) of the correct option."
+"""The question's last line, after the options: the grader scores a boxed *letter* (``rlrt.tasks.grading``:
+``\\boxed{gluon}`` for option "A) gluon" is wrong), and the pipeline's instruction (``user_message``: "... put your
+final answer within \\boxed{}.") follows it, rather than running on after option D's text."""
 _GPQA_CHOICES = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 
 
@@ -206,8 +210,8 @@ def gpqa_diamond(row: Mapping[str, Any], index: int) -> dict[str, str]:
     header, as read by public evaluation code (simple-evals, lm-eval).
 
     The four choices are shuffled by a ``random.Random`` seeded with the row id (string seeds hash with SHA-512,
-    so the order is the same in every process and run); question = text + "\\n\\nA) ...\\nB) ...", answer = the
-    correct choice's letter, solution = the explanation."""
+    so the order is the same in every process and run); question = text + "\\n\\nA) ...\\nB) ...\\n...D) ..." +
+    "\\n\\n" + :data:`GPQA_INSTRUCTION`, answer = the correct choice's letter, solution = the explanation."""
     ds = "gpqa_diamond"
     question = _text(_col(row, "Question", ds), "Question", ds)
     choices = [_text(_col(row, c, ds), c, ds) for c in _GPQA_CHOICES]
@@ -218,7 +222,7 @@ def gpqa_diamond(row: Mapping[str, Any], index: int) -> dict[str, str]:
     random.Random(f"gpqa_diamond:{rid}").shuffle(order)
     lines = [f"{GPQA_LETTERS[k]}) {choices[j]}" for k, j in enumerate(order)]
     letter = GPQA_LETTERS[order.index(0)]
-    text = question + "\n\n" + "\n".join(lines) if question else ""
+    text = question + "\n\n" + "\n".join(lines) + "\n\n" + GPQA_INSTRUCTION if question else ""
     return _row(rid, text, letter, _text(row.get("Explanation"), "Explanation", ds), ds)
 
 
