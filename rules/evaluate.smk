@@ -1,5 +1,7 @@
 # Benchmark evaluation: avg@n and unbiased pass@k of every checkpoint (untrained backbone = method "base").
 
+from rlrt.config import fig8_splits
+
 
 rule evaluate:
     input:
@@ -9,7 +11,7 @@ rule evaluate:
     output:
         f"{R}/eval/{{backbone}}/{{run}}.json",
     params:
-        code=stage_code("rlrt.stages.evaluate"),
+        code=eval_code(),
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run)),
     threads: stage_threads("evaluate")
     resources:
@@ -21,7 +23,7 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
         "--data {input.data} --out {output} > {log} 2>&1"
 
 
@@ -33,15 +35,16 @@ def fig8_ks():
 
 
 rule evaluate_passk:
-    """Fig 8: n samples per test problem (paper: 256) for pass@k, k = 1..n, with the unbiased estimator."""
+    """Fig 8: n samples per test problem (paper: 256) for pass@k, k = 1..n, with the unbiased estimator, on Fig 8's
+    splits (experiments.fig8.splits; default every test split)."""
     input:
         model=lambda w: model_for(w.backbone, w.run),
-        data=test_data_files(),
+        data=test_data_files(fig8_splits(config)),
         track=tracking_input(),
     output:
         f"{R}/eval_passk/{{backbone}}/{{run}}.json",
     params:
-        code=stage_code("rlrt.stages.evaluate"),
+        code=eval_code(),
         cfg=lambda w: as_json(eval_cfg(w.backbone, w.run, n=EXP["fig8"]["n"],
                                        ks=fig8_ks(),
                                        max_problems=EXP["fig8"].get("max_problems"), stage="eval_passk")),
@@ -55,5 +58,5 @@ rule evaluate_passk:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
         "--data {input.data} --out {output} > {log} 2>&1"

@@ -152,7 +152,7 @@ rule fig8:
                subcategory="Figures", labels={"result": "Fig 8: pass@k of exploration methods"}),
     params:
         code=stage_code("rlrt.stages.figures"),
-        cfg=lambda w: as_json({"runs": EXP["fig8"]["runs"], "splits": config["data"]["test_splits"]}),
+        cfg=lambda w: as_json({"runs": EXP["fig8"]["runs"], "splits": fig8_splits(config)}),
     log:
         f"{R}/logs/fig8.log",
     benchmark:

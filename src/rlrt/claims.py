@@ -54,6 +54,7 @@ class ClaimRow:
     arms: tuple[Arm, ...] = field(default_factory=tuple)  # correlation rows: one arm per rank, in rank order
     missing: str | None = None  # why this claim cannot be tested under the config
     split: str | None = None  # score one test split only (None: every test split's problems, one after another)
+    splits: tuple[str, ...] | None = None  # score these test splits' problems, one after another (claim 6: Fig 8's)
 
     def all_arms(self) -> list[Arm]:
         return [x for x in (self.a, self.b) if x is not None] + list(self.arms)
@@ -72,8 +73,9 @@ def claim_rows(cfg: dict[str, Any]) -> list[ClaimRow]:
     base = _base_backbones(cfg)
     rows: list[ClaimRow] = []
 
-    def pair(claim, text, source, b, ra, rb, direction=1, kind="eval", metric="avg@n"):
-        rows.append(ClaimRow(claim, text, source, b, Arm(kind, b, ra), Arm(kind, b, rb), direction, metric))
+    def pair(claim, text, source, b, ra, rb, direction=1, kind="eval", metric="avg@n", splits=None, where=None):
+        rows.append(ClaimRow(claim, text, source, where or b, Arm(kind, b, ra), Arm(kind, b, rb), direction, metric,
+                             splits=splits))
 
     plain = planned_runs(cfg, with_claims=False)  # once: the plain plan every row is checked against
 
@@ -135,8 +137,12 @@ def claim_rows(cfg: dict[str, Any]) -> list[ClaimRow]:
     text, source = "RLRT > GRPO / GRPO+EB / DIVER at pass@k, large k", "RLRT Fig 8"
     f8 = exp.get("fig8") or {}
     todo = [m for m in ("grpo", "grpo_eb", "diver") if f8 and "rlrt" in f8["runs"] and m in f8["runs"]]
+    # scored on Fig 8's splits (the paper's: AIME24 and AIME26) when experiments.fig8.splits names them, else on
+    # every test split (what the pass@k evaluation then covers)
+    f8_splits = tuple(f8["splits"]) if f8.get("splits") else None
     for m in todo:
-        pair(6, text, source, f8["backbone"], "rlrt", m, kind="passk", metric="pass@k")
+        pair(6, text, source, f8["backbone"], "rlrt", m, kind="passk", metric="pass@k", splits=f8_splits,
+             where=f"{f8['backbone']}, {' + '.join(f8_splits)}" if f8_splits else None)
     if not todo:
         missing(6, text, source, "experiments.fig8 does not evaluate rlrt with grpo / grpo_eb / diver")
     # 7, 8: the RLT branch (its first student)

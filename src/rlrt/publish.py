@@ -111,7 +111,7 @@ def artifacts(outputs: Iterable[Output], cfg: dict) -> dict[str, dict]:
 
 def dvc_yaml(cfg: dict, outputs: Sequence[Output], configfiles: Sequence[str]) -> dict:
     """The dvc.yaml of a workflow config (its params, metrics, plots and artifacts)."""
-    from rlrt.config import planned_runs
+    from rlrt.config import fig8_splits, planned_runs
 
     results = cfg["results"]
     plots = []
@@ -122,7 +122,7 @@ def dvc_yaml(cfg: dict, outputs: Sequence[Output], configfiles: Sequence[str]) -
             "y_label": "reward_mean"}})
     fig8 = (cfg.get("experiments") or {}).get("fig8")
     if fig8:
-        cols = [f"{fig8['backbone']}/{r}/{s}" for r in fig8["runs"] for s in cfg["data"]["test_splits"]]
+        cols = [f"{fig8['backbone']}/{r}/{s}" for r in fig8["runs"] for s in fig8_splits(cfg)]
         plots.append({"pass@k": {"x": "k", "y": {f"{results}/plots/passk.csv": cols},
                                  "title": f"pass@k, k = 1..{fig8['n']} (Fig 8)", "x_label": "k",
                                  "y_label": "pass@k (%)"}})

@@ -35,15 +35,18 @@ def largest_k(result: dict) -> int:
                if key.startswith("pass@"))
 
 
-def problem_scores(result: dict, metric: str, split: str | None = None) -> tuple[np.ndarray, list[str]]:
+def problem_scores(result: dict, metric: str, split: str | list[str] | tuple[str, ...] | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
     """Per-problem scores of one evaluation JSON, the splits' problems one after another (only ``split``'s when
-    given), and the split order.
+    given: one split name, or several, taken in that order), and the split order.
 
     ``avg@n``: correct / n per problem; ``pass@k``: the unbiased pass@k at the largest k the file reports."""
     n = int(result["n"])
-    if split is not None and split not in result["splits"]:
-        raise ValueError(f"no split {split!r} in the evaluation (it has {sorted(result['splits'])})")
-    chosen = result["splits"] if split is None else {split: result["splits"][split]}
+    wanted = None if split is None else [split] if isinstance(split, str) else list(split)
+    for name in wanted or []:
+        if name not in result["splits"]:
+            raise ValueError(f"no split {name!r} in the evaluation (it has {sorted(result['splits'])})")
+    chosen = result["splits"] if wanted is None else {name: result["splits"][name] for name in wanted}
     out, splits = [], []
     for split_name, d in chosen.items():
         c = np.asarray(d["correct_counts"], dtype=float)
@@ -58,7 +61,7 @@ def problem_scores(result: dict, metric: str, split: str | None = None) -> tuple
     return np.concatenate(out), splits
 
 
-def arm_matrix(files: list[str], metric: str, split: str | None = None) -> np.ndarray:
+def arm_matrix(files: list[str], metric: str, split: str | list[str] | tuple[str, ...] | None = None) -> np.ndarray:
     """(S, P) scores of one arm: one row per seed's evaluation file (checked to cover the same splits and
     problem counts)."""
     rows, layout = [], None
@@ -88,8 +91,9 @@ def compare_row(row: dict, n_boot: int, seed: int) -> dict:
                 "seeds": c.n_seeds, "problems": c.n_problems, "value": c.diff, "lo": c.lo, "hi": c.hi,
                 "verdict": verdict(c.lo, c.hi) if np.isfinite(c.lo) else INCONCLUSIVE,
                 "note": "accuracy per rank: " + ", ".join(f"{v:.1f}" for v in acc)}
-    a = arm_matrix(row["files_a"], row["metric"], row.get("split"))
-    b = arm_matrix(row["files_b"], row["metric"], row.get("split"))
+    which = row.get("split") or row.get("splits")  # one split (claim 0's per-split rows), several (claim 6), all
+    a = arm_matrix(row["files_a"], row["metric"], which)
+    b = arm_matrix(row["files_b"], row["metric"], which)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"claim {row['claim']} ({row['where']}): the arms cover {a.shape[1]} and {b.shape[1]} "
                          "problems")
