@@ -11,7 +11,8 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-# Under --sdm apptainer every job runs in this image (config `container`); --sdm conda uses each rule's `conda:`.
+# Under --sdm apptainer every job runs in this image (config `container`; rules/common.smk refuses --sdm apptainer
+# without one); --sdm conda uses each rule's `conda:`.
 if config.get("container"):
 
     container: config["container"]

@@ -44,6 +44,7 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")  # where srun inside a job looks (see _link_system_conf)
 MIN_JOB_AGE = 600  # seconds a finished job stays in squeue / scontrol (read back by the tests, polled by squeue)
 HEADER = "# Written by tests/slurm_cluster.py: a private single-node cluster for one test session."
+FEATURE = "rlrt_feat"  # the node's one feature: a job's `-C rlrt_feat` (constraint) can run, any other stays pending
 
 
 class ClusterUnavailable(RuntimeError):
@@ -244,7 +245,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 GresTypes=gpu
-NodeName={node} NodeAddr=127.0.0.1 {layout} RealMemory={mem} Gres=gpu:{gpus} State=UNKNOWN
+NodeName={node} NodeAddr=127.0.0.1 {layout} RealMemory={mem} Gres=gpu:{gpus} Features={FEATURE} State=UNKNOWN
 {parts}
 """)
     gpu_files = f"{folder / 'dev'}/gpu[0-{gpus - 1}]" if gpus > 1 else f"{folder / 'dev'}/gpu0"

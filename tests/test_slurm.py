@@ -8,9 +8,13 @@ tokenizer: prepare; backbone S-base: backbone; rl S-base/rlrt: rl; evaluate x2: 
 (mlflow_init, table4), plus the resubmission of the RL job that the test cancels mid-run.
 
 What it proves:
-- every non-local job went through sbatch with the partition, --mem, -t and --gpus its stage kind's ``resources``
+- every non-local job went through sbatch with the partition, --mem, -t and GPUs its stage kind's ``resources``
   in the config give (read back with ``scontrol show job`` while MinJobAge keeps the finished jobs), the profile's
   default partition for kinds that set none, ``--requeue`` from the profile, and no local rule became a job;
+- the sbatch lines themselves (the plugin's ``sbatch call:`` debug lines): a ``--gpus`` site (kind rl: --gpus=1)
+  and a ``--gres`` site (kind evaluate, ``gpu_flag: gres``: --gres=gpu:1, no --gpus) on the same cluster, both
+  with --nodes=1; a CPU kind's ``constraint`` (-C, the node's feature) and ``slurm_extra`` (--nice=7) reach sbatch
+  and SLURM; a backbone's own ``resources.evaluate`` (mem_mb) wins over the kind's;
 - Table 1's cells of those rows (computed by rlrt.stages.tables from the SLURM run's eval files) and Table 4 equal
   the local run's (the ``dag_run`` fixture) character for character;
 - the RL job ``scancel``-ed after it saved its resume state is resubmitted by the profile's ``retries``, resumes
@@ -38,7 +42,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from slurm_cluster import SYSTEM_CONF, ClusterUnavailable, single_node_slurm, unavailable
+from slurm_cluster import FEATURE, SYSTEM_CONF, ClusterUnavailable, single_node_slurm, unavailable
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 CPU_PART, GPU_PART = "rlrt-cpu", "rlrt-gpu"  # the cluster's default partition is "debug": no job may land there
@@ -47,13 +51,16 @@ RL_RUN = "results/runs/S-base/rlrt"
 # Per stage kind, values no other kind shares, so each job's sbatch flags show which kind's block they came from.
 # cpus stay 1 (threads = cpus, as in the local run: the numbers must not change); gpus and partitions do not
 # touch the numbers on the CPU backend.
+# rl asks for its GPU as a --gpus site does (the default), evaluate as a --gres site does (gpu_flag: gres).
 RESOURCES = {
     "default": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime": 20, "partition": None},
     "prepare": {"mem_mb": 1100, "runtime": 21},
-    "backbone": {"mem_mb": 1200, "runtime": 22},
+    "backbone": {"mem_mb": 1200, "runtime": 22, "constraint": FEATURE, "slurm_extra": "--nice=7"},
     "rl": {"gpus": 1, "mem_mb": 1500, "runtime": 31, "partition": GPU_PART},
-    "evaluate": {"gpus": 1, "mem_mb": 1300, "runtime": 23, "partition": GPU_PART},
+    "evaluate": {"gpus": 1, "mem_mb": 1300, "runtime": 23, "partition": GPU_PART, "gpu_flag": "gres"},
 }
+BACKBONE_RESOURCES = {"S-base": {"resources": {"evaluate": {"mem_mb": 1350}}}}  # over resources.evaluate
+BACKBONE_RULES = {"backbone", "rl", "evaluate"}  # the slice's rules whose wildcards name the backbone (S-base)
 RULE_KIND = {"prepare_data": "prepare", "tokenizer": "prepare", "backbone": "backbone", "rl": "rl",
              "evaluate": "evaluate"}
 EXPECTED_JOBS = {"prepare_data": 1, "tokenizer": 1, "backbone": 1, "rl": 2, "evaluate": 2}  # rl: cancelled + retry
@@ -113,25 +120,37 @@ def test_profile_settings_are_plugin_settings():
 
 def test_paper_config_dry_run_through_the_profile(tmp_path):
     """`make paper-dryrun`: config/paper.yaml planned with the slurm profile shows each job's GPUs, memory, time
-    and CPUs from the paper's resources block, and the site partition on every cluster job."""
+    and CPUs from the paper's resources block (a backbone's own block over its kind's: the 32B student's 2-GPU
+    evaluation), --nodes=1 on every GPU job, and the site partition on every cluster job."""
+    from rlrt.config import load_overlay
+    from rlrt.resources import merged
+
     env = _env({"RLRT_SLURM_PARTITION": "site-gpu"})
     cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "paper.yaml"), "-n"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["resources"]
-    seen = set()
+    paper = load_overlay(ROOT / "config" / "paper.yaml")
+    kinds = {"rl": "rl", "evaluate": "evaluate", "evaluate_passk": "evaluate", "rlt_evaluate": "evaluate",
+             "rlt_student_sft": "rlt_train", "rlt_teacher_rl": "rlt_train", "rlt_distill": "rlt_generate"}
+    seen, gpus_of = set(), {}
     for block in (proc.stdout + proc.stderr).split("\nrule ")[1:]:
         rule = block.split(":", 1)[0]
         res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
-        kind = {"rl": "rl", "evaluate": "evaluate", "evaluate_passk": "evaluate"}.get(rule)
+        wc = re.search(r"wildcards: (.*)", block)
+        wc = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        kind = kinds.get(rule)
         if kind:
-            want = {**paper["default"], **paper[kind]}
+            want = merged(paper, kind, wc.get("backbone") or wc.get("student"))
             assert (int(res["gpu"]), int(res["mem_mb"]), int(res["runtime"]), int(res["cpus_per_task"])) == \
                 (want["gpus"], want["mem_mb"], want["runtime"], want["cpus"]), (rule, res)
             seen.add(rule)
+            if rule == "rlt_evaluate":
+                gpus_of[wc["student"]] = int(res["gpu"])
+        assert res.get("nodes") == ("1" if int(res.get("gpu", 0)) else None), (rule, res)
         assert res.get("slurm_partition") == "site-gpu", (rule, res)
-    assert seen == {"rl", "evaluate", "evaluate_passk"}
+    assert seen == set(kinds)
+    assert gpus_of == {"Qwen2.5-7B-Instruct": 1, "Qwen2.5-32B-Instruct": 2}
 
 
 # ---------------------------------------------------------------- a real cluster ----
@@ -204,14 +223,16 @@ def _cancel_when_resumable(cluster, workdir: Path, found: dict, stop: threading.
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, local_run, tmp_path_factory):
-    """The DAG slice through the slurm profile on the test cluster, with the RL job cancelled once mid-run."""
+def slurm_run(cluster, tmp_path_factory):
+    """The DAG slice through the slurm profile on the test cluster, with the RL job cancelled once mid-run.
+    (--verbose: the plugin logs each sbatch line at debug level.)"""
     workdir = tmp_path_factory.mktemp("slurm_dag")
     overlay = workdir / "slurm_overlay.yaml"
-    overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
+    overlay.write_text(yaml.safe_dump({"resources": RESOURCES, "backbones": BACKBONE_RESOURCES}))
     env = {**_env({"RLRT_SLURM_PARTITION": CPU_PART}), "SLURM_CONF": cluster.env["SLURM_CONF"]}
     cmd = ["timeout", "-s", "INT", str(SNAKEMAKE_TIMEOUT),  # snakemake ignores SIGTERM
-           *_snakemake_cmd(workdir, "--slurm-init-seconds-before-status-checks", "2", *TARGETS, overlays=(overlay,))]
+           *_snakemake_cmd(workdir, "--verbose", "--slurm-init-seconds-before-status-checks", "2", *TARGETS,
+                           overlays=(overlay,))]
     found, stop = {}, threading.Event()
     watcher = threading.Thread(target=_cancel_when_resumable, args=(cluster, workdir, found, stop), daemon=True)
     t0 = time.monotonic()
@@ -230,7 +251,7 @@ def slurm_run(cluster, local_run, tmp_path_factory):
         raise AssertionError(f"snakemake through SLURM failed ({proc.returncode}) after {wall:.0f} s:\n"
                              f"{proc.stderr[-6000:]}\n{logs}")
     jobs = [j for j in cluster.jobs() if j.get("Comment", "").startswith("rule_")]
-    return {"workdir": workdir, "wall": wall, "cancelled": found.get("job_id"), "jobs": jobs, "local": local_run,
+    return {"workdir": workdir, "wall": wall, "cancelled": found.get("job_id"), "jobs": jobs,
             "log": proc.stdout + proc.stderr}
 
 
@@ -246,6 +267,36 @@ def _minutes(limit: str) -> int:
     return (int(days) if days else 0) * 1440 + h * 60 + m + (s > 0)
 
 
+def _expected(rule: str) -> dict:
+    """The config values of one job of ``rule`` in the slice (rlrt.resources.merged: default < kind < backbone)."""
+    from rlrt.resources import merged
+
+    cfg = {"resources": RESOURCES, "backbones": BACKBONE_RESOURCES}
+    return merged(cfg, RULE_KIND[rule], "S-base" if rule in BACKBONE_RULES else None)
+
+
+def _gres_gpu(tres: str) -> str:
+    """The GPU part of scontrol's TresPerJob / TresPerNode ('gres:gpu:1' or 'gres/gpu:1' -> 'gpu:1'; none: '')."""
+    found = re.search(r"gres[:/](gpu:\d+)", tres or "")
+    return found.group(1) if found else ""
+
+
+def _sbatch_lines(log: str) -> dict[str, list[list[str]]]:
+    """rule -> the options of each sbatch the plugin ran for it (its --verbose ``sbatch call:`` lines, up to the
+    wrapped command), the rule read from the --comment it gives every job (rule_<rule>_wildcards_...)."""
+    import shlex
+
+    out = {}
+    for line in log.splitlines():
+        if "sbatch call: " not in line:
+            continue
+        head = line.split("sbatch call: ", 1)[1].split(" --wrap=", 1)[0]
+        opts = shlex.split(head)
+        comment = opts[opts.index("--comment") + 1]
+        out.setdefault(_rule({"Comment": comment}), []).append(opts)
+    return out
+
+
 @pytest.mark.slow
 def test_every_job_went_through_sbatch_with_its_config_resources(slurm_run):
     jobs = slurm_run["jobs"]
@@ -254,17 +305,61 @@ def test_every_job_went_through_sbatch_with_its_config_resources(slurm_run):
         counts[_rule(j)] = counts.get(_rule(j), 0) + 1
     assert counts == EXPECTED_JOBS, counts  # no local rule (mlflow_init, table4) became a job
     for j in jobs:
-        r = {**RESOURCES["default"], **RESOURCES[RULE_KIND[_rule(j)]]}
+        r = _expected(_rule(j))
         where = f"{_rule(j)} (SLURM job {j['JobId']})"
         assert j["Partition"] == (r["partition"] or CPU_PART), where  # config's partition, else the profile's
         assert j["MinMemoryNode"] == f"{r['mem_mb']}M", where
         assert _minutes(j["TimeLimit"]) == r["runtime"], where
         assert j["NumCPUs"] == str(r["cpus"]), where
-        gpus = j.get("TresPerJob", "")
-        assert gpus == (f"gres:gpu:{r['gpus']}" if r["gpus"] else "") or (not r["gpus"] and "gpu" not in gpus), where
+        per_job, per_node = _gres_gpu(j.get("TresPerJob", "")), _gres_gpu(j.get("TresPerNode", ""))
+        if not r["gpus"]:
+            assert (per_job, per_node) == ("", ""), where
+        elif r.get("gpu_flag") == "gres":  # --gres=gpu:N is a per-node request
+            assert (per_job, per_node) == ("", f"gpu:{r['gpus']}"), where
+        else:  # --gpus=N is a per-job total
+            assert (per_job, per_node) == (f"gpu:{r['gpus']}", ""), where
+        assert j["NumNodes"] == "1", where
+        assert j.get("Features", "(null)") == (r.get("constraint") or "(null)"), where
+        assert j["Nice"] == ("7" if r.get("slurm_extra") == "--nice=7" else "0"), where
         assert j["Requeue"] == "1", where  # the profile's slurm-requeue (the cluster's JobRequeue is 0)
         assert j["JobState"] == ("CANCELLED" if j["JobId"] == slurm_run["cancelled"] else "COMPLETED"), where
     print(f"\n{len(jobs)} SLURM jobs: {counts}; wall {slurm_run['wall']:.0f} s")
+
+
+@pytest.mark.slow
+def test_sbatch_lines_of_a_gpus_site_and_a_gres_site(slurm_run):
+    """The flags themselves: --gpus=N (rl) vs --gres=gpu:N (evaluate, gpu_flag: gres), --nodes=1 on every GPU job
+    and on no CPU job, the backbone kind's -C and slurm_extra, the S-base override of evaluate's --mem."""
+    lines = _sbatch_lines(slurm_run["log"])
+    assert {rule: len(v) for rule, v in lines.items()} == EXPECTED_JOBS, sorted(lines)
+    for rule, calls in lines.items():
+        r = _expected(rule)
+        for opts in calls:
+            where = f"{rule}: {' '.join(opts)}"
+            gpus = [o for o in opts if o.startswith(("--gpus", "--gres"))]
+            if not r["gpus"]:
+                assert gpus == [] and not any(o.startswith("--nodes") for o in opts), where
+            elif r.get("gpu_flag") == "gres":
+                assert gpus == [f"--gres=gpu:{r['gpus']}"] and "--nodes=1" in opts, where
+            else:
+                assert gpus == [f"--gpus={r['gpus']}"] and "--nodes=1" in opts, where
+            assert opts[opts.index("--mem") + 1] == str(r["mem_mb"]), where
+            if r.get("constraint"):
+                assert opts[opts.index("-C") + 1] == r["constraint"], where
+            else:
+                assert "-C" not in opts, where
+            assert ("--nice=7" in opts) == (r.get("slurm_extra") == "--nice=7"), where
+    assert _expected("evaluate")["mem_mb"] == 1350 != RESOURCES["evaluate"]["mem_mb"]  # the override is exercised
+    # Inside each completed GPU job the plugin's job step runs the rule through `srun ... --gpus=N`: on the --gres
+    # site too (the `gpus` resource beside gres), so the step asks for the job's GPUs rather than none.
+    logs = slurm_run["workdir"] / ".snakemake" / "slurm_logs"
+    for j in slurm_run["jobs"]:
+        r = _expected(_rule(j))
+        if not r["gpus"] or j["JobState"] != "COMPLETED":
+            continue
+        (log,) = logs.rglob(f"{j['JobId']}.log")
+        step = next(ln for ln in log.read_text().splitlines() if "The call for this job is: srun" in ln)
+        assert f"--gpus={r['gpus']} " in step and "--nodes=1 " in step, (_rule(j), step[:300])
 
 
 def _table1_cells(workdir: Path, evals: list[Path], out: Path) -> pd.DataFrame:
@@ -283,8 +378,8 @@ def _table1_cells(workdir: Path, evals: list[Path], out: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_tables_equal_the_local_run(slurm_run):
-    work, local = slurm_run["workdir"], slurm_run["local"]
+def test_tables_equal_the_local_run(slurm_run, local_run):
+    work, local = slurm_run["workdir"], local_run
     got = _table1_cells(work, [work / "results/eval/S-base/base.json", work / "results/eval/S-base/rlrt.json"],
                         work / "table1_slice.csv")
     # the same cells from the local run's evaluations (its table1.csv pools RLRT's claims replicates over seeds,
@@ -302,8 +397,8 @@ def _no_timing(history: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_cancelled_rl_job_is_retried_and_resumes_to_the_same_history(slurm_run):
-    work, local = slurm_run["workdir"], slurm_run["local"]
+def test_cancelled_rl_job_is_retried_and_resumes_to_the_same_history(slurm_run, local_run):
+    work, local = slurm_run["workdir"], local_run
     assert slurm_run["cancelled"], "the RL job was never seen with its resume state (nothing was cancelled)"
     rl = sorted((j for j in slurm_run["jobs"] if _rule(j) == "rl"), key=lambda j: int(j["JobId"]))
     assert [j["JobState"] for j in rl] == ["CANCELLED", "COMPLETED"] and rl[0]["JobId"] == slurm_run["cancelled"]
