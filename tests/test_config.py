@@ -62,13 +62,15 @@ def test_verl_backend_needs_verl_where_the_jobs_run(cfg, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "verl" else real(name, *a))
     with pytest.raises(ConfigError) as e:
-        check_backend_installed(verl_cfg, software_deployment=False)
+        check_backend_installed(verl_cfg, deployment=())
     msg = str(e.value)
     assert msg.startswith("config key 'backend': verl is not installed in this environment") and "\n" not in msg
-    check_backend_installed(verl_cfg, software_deployment=True)  # the jobs' conda env / container has it
-    check_backend_installed(cfg, software_deployment=False)  # local
+    # the jobs' conda env / container has it (tests/test_slurm_resources.py: what each must provide)
+    check_backend_installed(verl_cfg, deployment=["CONDA"], conda_env=ROOT / "envs" / "gpu.yaml")
+    check_backend_installed({**verl_cfg, "container": "docker://rlrt-gpu"}, deployment=["APPTAINER"])
+    check_backend_installed(cfg, deployment=())  # local
     monkeypatch.setattr(importlib.util, "find_spec", real)
-    check_backend_installed(verl_cfg, software_deployment=False)  # verl 0.9.1 is installed with the test extras
+    check_backend_installed(verl_cfg, deployment=())  # verl 0.9.1 is installed with the test extras
 
 
 def test_missing_required_key_names_its_block(cfg):

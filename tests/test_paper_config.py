@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT
+from rlrt.resources import merged
 
 # Stage kind of every rule that runs a model (GPU at paper scale) -- the resources block it must carry.
 GPU_RULES = {
@@ -96,8 +97,8 @@ def test_paper_matrix_job_counts(jobs, paper):
     assert counts["evaluate"] == 4 + 16 + 2 + 1
     assert counts["claims"] == 1
     assert counts["evaluate_passk"] == 4  # Fig 8 on Qwen3-8B-Base: GRPO, GRPO+EB, DIVER, RLRT
-    # DAPO-Math-17k, the six benchmarks (GPQA: not in test_splits), Bespoke-Stratos-17k (RLT)
-    assert counts["prepare_dataset"] == 1 + 6 + 1
+    # DAPO-Math-17k, the six benchmarks, GPQA-Diamond (RLT Tables 1-2: rlt.test_splits), Bespoke-Stratos-17k (RLT)
+    assert counts["prepare_dataset"] == 1 + 6 + 1 + 1
     assert counts["backbone"] == 4 + 2  # the four Qwen3 models, Qwen2.5-7B / 32B-Instruct (RLT)
     assert counts["prepare_data"] == counts["tokenizer"] == 0  # no synthetic data, no stand-in tokenizer
     assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1  # the RLT branch, on verl too
@@ -130,8 +131,8 @@ def test_every_gpu_rule_carries_its_gpu_resources(jobs, paper):
     assert jobs
     for j in jobs:
         rule, res = j["rule"], j["resources"]
-        if rule in GPU_RULES:
-            want = {**paper["resources"]["default"], **paper["resources"][GPU_RULES[rule]]}
+        if rule in GPU_RULES:  # a backbone's own resources.<kind> over the kind's (the 32B student's evaluation)
+            want = merged(paper, GPU_RULES[rule], j["wildcards"].get("backbone") or j["wildcards"].get("student"))
             assert rule not in declared_localrules(), rule
             assert int(res["gpu"]) == want["gpus"] > 0, (rule, res)
             assert int(res["mem_mb"]) == want["mem_mb"] and int(res["runtime"]) == want["runtime"], (rule, res)
@@ -173,13 +174,16 @@ def test_rlt_branch_at_paper_sizes(rlt_jobs, paper):
     counts = Counter(j["rule"] for j in rlt_jobs)
     assert counts["rlt_student_sft"] == 2 * 4 + 1 + 16
     assert counts["rlt_teacher_sft"] == counts["rlt_teacher_rl"] == 1
-    assert counts["prepare_dataset"] == 1 + 6 + 1 and counts["backbone"] == 4 + 2
+    assert counts["prepare_dataset"] == 1 + 6 + 1 + 1 and counts["backbone"] == 4 + 2   # + GPQA-Diamond
     for rule in ("rlt_table1", "rlt_table2", "rlt_countdown_figure", "rlt_reward_rank_figure"):
         assert counts[rule] == 1, rule
     for j in rlt_jobs:
         if j["rule"] in GPU_RULES and j["rule"].startswith("rlt_"):
-            want = {**paper["resources"]["default"], **paper["resources"][GPU_RULES[j["rule"]]]}
+            want = merged(paper, GPU_RULES[j["rule"]], j["wildcards"].get("student"))
             assert int(j["resources"]["gpu"]) == want["gpus"] > 0, j
+    # vLLM's tensor parallelism over 2 GPUs for the 32B student (one 80 GB card leaves it too little KV cache)
+    assert {j["wildcards"]["student"]: int(j["resources"]["gpu"]) for j in rlt_jobs if j["rule"] == "rlt_evaluate"} \
+        == {"Qwen2.5-7B-Instruct": 1, "Qwen2.5-32B-Instruct": 2}
 
 
 def test_verl_rlt_branch_needs_a_gpu_for_the_trainer_beside_the_reward_worker(paper):

