@@ -30,6 +30,11 @@ include: "rules/claims.smk"
 include: "rules/artifacts.smk"
 
 
+# Jobs die with their driver (rlrt.driverwatch): the driver names itself to the jobs it starts (local execution).
+onstart:
+    mark_driver(workflow.local_exec)
+
+
 # Deferred MLflow logging (tracking.deferred): the jobs' runs are logged once, here, whatever the outcome.
 onsuccess:
     flush_tracking()

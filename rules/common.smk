@@ -4,6 +4,7 @@ import os
 import re
 
 from rlrt.codekey import code_key
+from rlrt.driverwatch import mark_driver
 from rlrt.resources import job_gpus, job_resources
 from rlrt.resources import merged as merged_resources
 from rlrt.config import chat_template_kwargs

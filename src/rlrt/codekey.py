@@ -24,8 +24,9 @@ from typing import Iterable
 PACKAGE = "rlrt"
 ROOT = Path(__file__).resolve().parent  # src/rlrt
 
-NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress")
-"""Modules whose edits cannot change any stage's outputs: they log (MLflow) or print progress."""
+NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress", "rlrt.driverwatch")
+"""Modules whose edits cannot change any stage's outputs: they log (MLflow), print progress, or stop a job whose
+driver has gone."""
 
 
 def module_file(name: str) -> Path | None:

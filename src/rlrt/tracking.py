@@ -171,6 +171,12 @@ def log_run(
     disabled or failed). Arguments: see :func:`log_now`."""
     if not tracking or not tracking.get("enabled", True):
         return None
+    from rlrt.driverwatch import driver_gone
+
+    if driver_gone():  # an orphan of a killed driver: its outputs count as incomplete, the rerun logs the job
+        log.warning("mlflow: the Snakemake driver of this job is gone; run %r is not logged (the rerun logs it)",
+                    run_name)
+        return None
     spool = os.environ.get(SPOOL_ENV)
     if spool:
         spool_run(spool, tracking, run_name, tags, params, history, final, step_key, artifacts, parent)
@@ -194,7 +200,14 @@ def spool_run(spool: str | os.PathLike, tracking: dict[str, Any], run_name: str,
               "start_ms": _JOB_START_MS, "end_ms": int(time.time() * 1000)}
     folder = Path(spool)
     safe = re.sub(r"[^A-Za-z0-9_.=-]", "_", run_name)[:120]
-    path = folder / f"{time.time_ns()}-{os.getpid()}-{safe}.json"
+    # One record per job and run name: a job rerun before the flush (its driver was killed, the next run reruns
+    # it) replaces its earlier record, so the flush logs the job once. Outside a Snakemake job: one per call.
+    import hashlib
+
+    job = "\0".join((os.environ.get("RLRT_RULE", ""), os.environ.get("RLRT_WILDCARDS", ""), run_name))
+    key = (hashlib.sha256(job.encode()).hexdigest()[:16] if os.environ.get("RLRT_RULE")
+           else f"{time.time_ns()}-{os.getpid()}")
+    path = folder / f"{safe}-{key}.json"
     try:
         from rlrt.io import atomic_path
 
@@ -207,12 +220,19 @@ def spool_run(spool: str | os.PathLike, tracking: dict[str, Any], run_name: str,
 
 
 def flush(spool: str | os.PathLike) -> tuple[int, int]:
-    """Log every record of ``spool`` (oldest first) with :func:`log_now` and remove each one logged; a record
-    whose store fails stays (with :func:`log_now`'s warning) for the next flush. Returns (logged, left)."""
+    """Log every record of ``spool`` (oldest written first) with :func:`log_now` and remove each one logged; a
+    record whose store fails stays (with :func:`log_now`'s warning) for the next flush. Returns (logged, left)."""
     import json
 
     logged = left = 0
-    for path in sorted(Path(spool).glob("*.json")):
+
+    def written(p: Path) -> tuple[float, str]:
+        try:
+            return p.stat().st_mtime, p.name
+        except OSError:
+            return 0.0, p.name
+
+    for path in sorted(Path(spool).glob("*.json"), key=written):
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError) as e:

@@ -2,6 +2,7 @@
 
 A stage is run as ``python -m rlrt.stages.<name> --cfg '<json>' --<path> ...``: ``--cfg`` is the slice of the
 (validated) workflow config the rule hands it as ``params``; paths are the rule's declared inputs and outputs.
+Every stage also watches its Snakemake driver (rlrt.driverwatch): a job whose driver was killed stops.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None = None, *,
     """``offline``: the stage never reaches a hub (checkpoints and tokenizers are local folders), so
     ``HF_HUB_OFFLINE=1`` unless the caller set it. Only the stages that stage weights / data sets from the hub
     pass ``offline=False``; they still honour a ``HF_HUB_OFFLINE`` the caller set (an air-gapped cluster)."""
+    from rlrt.driverwatch import watch_driver
+
+    watch_driver()  # a job of a killed driver stops instead of running on beside the rerun's
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
