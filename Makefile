@@ -43,13 +43,17 @@ $(VLLM_VENV)/bin/.installed: pyproject.toml
 vllm-cpu-env: $(VLLM_VENV)/bin/.installed
 
 # `python -m rlrt.config` first: a missing or broken --configfile is one line naming it, not Snakemake's traceback.
+# Then snakemake through rlrt.driver, so that the same command also recovers from a killed run: one run per folder
+# (a second one refuses), a stale lock of a dead run cleared (a live one never), incomplete jobs rerun (the
+# workflow profile, profiles/default), and a deleted or partial output rebuilt with what reads it.
+# Targets in SNAKEMAKE_ARGS go after `--`: SNAKEMAKE_ARGS='-- results/tables/table1.md'.
 run: setup
 	$(BIN)/python -m rlrt.config $(CONFIG)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dryrun: setup
 	$(BIN)/python -m rlrt.config $(CONFIG)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) -n
+	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(CONFIG) -n
 
 # The paper-scale plan through the SLURM profile: every job with the GPUs, memory and time it would ask for
 # (nothing is submitted; the test extra installs verl here, so the backend check passes without --sdm).

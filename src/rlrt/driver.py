@@ -1,0 +1,274 @@
+"""``make run``'s driver: ``python -m rlrt.driver <snakemake options> [-- targets]`` runs ``snakemake`` with those
+options (it replaces itself with ``python -m snakemake``), after three checks that make the same command both the
+first run and the recovery from a crashed one:
+
+1. **One run per working directory.** It holds an exclusive ``flock`` on ``.snakemake/rlrt-run.lock`` for the
+   whole run (the kernel drops it when the process dies, ``kill -9`` included). A second ``make run`` beside a
+   live one refuses at once, naming the live one's pid, whatever the first is doing (parsing, planning, running
+   jobs), and never touches that run's lock.
+2. **A stale Snakemake lock is cleared, a live one never.** Snakemake's own lock (``.snakemake/locks``) records
+   no owner, so after a killed driver every later run stops with ``LockException``. Holding (1) proves no other
+   ``make run`` is alive; a Snakemake started by hand in the same folder is looked for among the running
+   processes (``/proc``: its command line and working directory). None: the lock is stale and ``snakemake
+   --unlock`` clears it. One: refuse, naming it. Without ``/proc`` the lock is left and the message says so.
+   Incomplete outputs of the killed run are rerun by the workflow profile's ``rerun-incomplete``
+   (profiles/default); its jobs have stopped with it (rlrt.driverwatch).
+3. **A deleted or partial output is rebuilt, with what depends on it.** Snakemake plans only the jobs whose
+   outputs the targets need and that are out of date; an intermediate output deleted on a finished tree (an
+   evaluation JSON, a file of a checkpoint folder) is not noticed: the tables that read it are newer than their
+   inputs, so it says "Nothing to be done". ``snakemake --summary`` lists every output of the DAG; a file
+   Snakemake lists as missing without planning it becomes an extra target, and a checkpoint folder with a file
+   its ``checksums.sha256`` lists missing, or a ``.safetensors`` / ``.json`` file cut short, is removed first
+   (then it is missing too). A rebuilt output is newer than its readers, so they rerun with it.
+
+Snakemake options pass through unchanged; targets go after ``--`` (without one the target is ``all``). A dry run
+(``-n``) gets check 3's plan but removes nothing; Snakemake's other modes (``--unlock``, ``--summary``, ``--report``
+...) run as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUN_LOCK = "rlrt-run.lock"
+# Snakemake modes that run no job: passed straight through.
+PASS_THROUGH = ("unlock", "summary", "detailed_summary", "report", "lint", "dag", "rulegraph", "filegraph", "d3dag",
+                "list_rules", "list_target_rules", "list_changes", "list_untracked", "cleanup_metadata", "touch",
+                "delete_all_output", "delete_temp_output", "archive", "export_cwl", "containerize",
+                "conda_create_envs_only", "conda_cleanup_envs", "cleanup_shadow", "print_compilation", "version",
+                "generate_unit_tests", "list_conda_envs")
+
+
+class Refused(Exception):
+    """Why this run does not start (one message, exit code 1)."""
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def _parse(argv: list[str]):
+    from snakemake.cli import get_argument_parser
+
+    try:
+        return get_argument_parser().parse_args(argv)
+    except SystemExit:
+        return None  # Snakemake itself says what is wrong with the command line
+
+
+# ---------------------------------------------------------------- 1. one run per working directory
+
+
+def hold_run_lock(workdir: Path) -> int:
+    """Take the working directory's run lock (kept across the exec into snakemake); refuse when a live run has it."""
+    import fcntl
+
+    folder = workdir / ".snakemake"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = path.read_text().strip() or "pid unknown"
+        os.close(fd)
+        raise Refused(f"another `make run` is running in {workdir} ({owner}); this one does not start, and that "
+                      "run's lock stays. Wait for it to finish, or stop it (kill its pid: its jobs stop with it) "
+                      "and run `make run` again, which continues where it stopped.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+             .encode())
+    os.set_inheritable(fd, True)
+    return fd
+
+
+# ---------------------------------------------------------------- 2. stale Snakemake lock
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1:
+        out.add(pid)
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(raw[raw.rindex(")") + 2:].split()[1])
+    return out
+
+
+def live_snakemakes(workdir: Path) -> list[tuple[int, str]] | None:
+    """Snakemake drivers (not job-level ``--mode`` processes) running in ``workdir`` other than this process and
+    its ancestors, as (pid, command line); None where there is no ``/proc`` to look in."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    mine, found = _ancestors(), []
+    for d in proc.glob("[0-9]*"):
+        pid = int(d.name)
+        if pid in mine:
+            continue
+        try:
+            args = [a.decode(errors="replace") for a in (d / "cmdline").read_bytes().split(b"\0") if a]
+            raw = (d / "stat").read_text()
+            cwd = Path(os.readlink(d / "cwd"))
+        except OSError:
+            continue
+        if raw[raw.rindex(")") + 2:].split()[0] in ("Z", "X"):
+            continue
+        is_smk = any(Path(a).name == "snakemake" for a in args[:2]) or any(
+            a == "-m" and b == "snakemake" for a, b in zip(args, args[1:]))
+        if is_smk and "--mode" not in args and cwd == workdir:
+            found.append((pid, " ".join(args)[:200]))
+    return found
+
+
+def clear_stale_lock(workdir: Path, argv: list[str]) -> bool:
+    """Clear Snakemake's lock of ``workdir`` when its owner is dead (see the module doc); True when cleared."""
+    locks = workdir / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return False
+    live = live_snakemakes(workdir)
+    if live is None:
+        raise Refused(f"{workdir} holds a Snakemake lock and this system has no /proc to tell whether its owner "
+                      "still runs. If no snakemake runs there, clear it with `snakemake --unlock` (same options) "
+                      "and run `make run` again.")
+    if live:
+        pid, cmd = live[0]
+        raise Refused(f"Snakemake pid {pid} ({cmd}) is running in {workdir} and holds its lock; this run does not "
+                      "start and that lock stays. Wait for it, or stop it and run `make run` again.")
+    print(f"make run: clearing the Snakemake lock of {workdir}, left by a run that is no longer alive (killed?); "
+          "its unfinished jobs are rerun.", file=sys.stderr, flush=True)
+    proc = subprocess.run(snakemake_cmd("--unlock", *argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Refused(f"`snakemake --unlock` failed in {workdir}:\n{proc.stderr[-3000:]}")
+    return True
+
+
+# ---------------------------------------------------------------- 3. deleted or partial outputs
+
+
+def _safetensors_cut(path: Path) -> bool:
+    """A safetensors file shorter or longer than its header says (cut short by a crash or a copy)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return True
+            n = struct.unpack("<Q", head)[0]
+            if n > size - 8:
+                return True
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return size != 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+def partial_folder(folder: Path) -> str | None:
+    """Why the checkpoint folder(s) under ``folder`` are incomplete (every ``checksums.sha256`` in it: a listed file
+    missing, a ``.safetensors`` cut short, a ``.json`` that does not parse), or None. Reads headers only: the
+    SHA-256 itself is checked when a job loads the checkpoint."""
+    for manifest in sorted(folder.rglob("checksums.sha256")):
+        base = manifest.parent
+        for line in manifest.read_text().splitlines():
+            name = line.split("  ", 1)[1] if "  " in line else ""
+            f = base / name
+            if not name:
+                continue
+            if not f.is_file():
+                return f"{f.relative_to(folder.parent)} is missing"
+            if f.suffix == ".safetensors" and _safetensors_cut(f):
+                return f"{f.relative_to(folder.parent)} is cut short"
+            if f.suffix == ".json":
+                try:
+                    json.loads(f.read_text())
+                except (OSError, ValueError):
+                    return f"{f.relative_to(folder.parent)} is not valid JSON"
+    return None
+
+
+def summary(argv: list[str], workdir: Path) -> list[tuple[str, str, str]] | None:
+    """(output, status, plan) of every output of the DAG (``snakemake --summary``); None when it fails (the run
+    itself then says why)."""
+    proc = subprocess.run(snakemake_cmd("--summary", "--nolock", *argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    rows = []
+    for line in proc.stdout.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 6:
+            rows.append((cols[0], cols[-2], cols[-1]))
+    return rows
+
+
+def rebuild_targets(argv: list[str], workdir: Path, dryrun: bool) -> list[str]:
+    """Outputs to rebuild that Snakemake would not (missing, or a partial checkpoint folder, removed here unless
+    ``dryrun``); each is named on stderr."""
+    rows = summary(argv, workdir)
+    if rows is None:
+        return []
+    out = []
+    for path, status, plan in rows:
+        if plan != "no update":
+            continue
+        p = Path(path) if Path(path).is_absolute() else workdir / path
+        if status == "missing":
+            print(f"make run: {path} is missing: rebuilding it and what reads it", file=sys.stderr)
+            out.append(path)
+        elif status == "ok" and p.is_dir() and (why := partial_folder(p)):
+            if dryrun:
+                print(f"make run: {path} is partial ({why}): `make run` rebuilds it and what reads it",
+                      file=sys.stderr)
+                continue
+            import shutil
+
+            print(f"make run: {path} is partial ({why}): removing it, then rebuilding it and what reads it",
+                  file=sys.stderr)
+            shutil.rmtree(p)
+            out.append(path)
+    sys.stderr.flush()
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = _parse(argv)
+    if ns is None or any(getattr(ns, name, None) for name in PASS_THROUGH):
+        os.execv(sys.executable, snakemake_cmd(*argv))
+    workdir = Path(ns.directory or ".").resolve()
+    try:
+        if not ns.dryrun:
+            hold_run_lock(workdir)
+            clear_stale_lock(workdir, argv)
+        extra = rebuild_targets(argv, workdir, bool(ns.dryrun))
+    except Refused as e:
+        print(f"make run: {e}", file=sys.stderr)
+        return 1
+    if extra:
+        if "--" in argv:
+            argv += extra
+        elif ns.targets:
+            print("make run: targets given without `--`: not adding the outputs to rebuild; put the targets after "
+                  "`--`", file=sys.stderr)
+        else:
+            argv += ["--", "all", *extra]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, snakemake_cmd(*argv))
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
