@@ -346,8 +346,9 @@ def test_history_row_has_the_local_keys(tok):
     grouped, shaped = vb.shape_batch(spec, settings, dp, tok, 0,
                                      lambda gr: VerlTeacher(gr, tok, gr.response_mask, _fake_compute(cpu, []), 4096))
     metrics = {"actor/pg_clipfrac": [0.1, 0.3], "actor/ppo_kl": 0.01, "actor/pg_loss": [0.5], "actor/grad_norm": 2.0,
-               "actor/lr": 1e-6}
+               "actor/lr": 1e-6, "actor/rlrt_distill": [0.2, 0.4]}
     row = history_row(4, grouped, shaped, metrics, 1.5, 10.0)
+    assert row["distill_loss"] == pytest.approx(0.3)  # WorkerLoss's metric (rlrt.backends.verl.loss.DISTILL_METRIC)
     for key in ("step", "reward_mean", "accuracy", "solve_rate", "mixed_groups", "response_length", "entropy",
                 "clip_frac", "approx_kl", "loss", "grad_norm", "weight_mean", "weight_max", "context_frac",
                 "distill_frac", "distill_loss", "diversity_bonus", "lambda", "lr", "time_gen", "time_teacher",
@@ -481,6 +482,13 @@ def test_worker_loss_equals_the_local_micro_batch_through_verls_no_padding_layou
     model_output = {TOKEN_LOSS: torch.nested.nested_tensor_from_jagged(out[TOKEN_LOSS].squeeze(0), offsets)}
     got, metrics = loss_fn(model_output=model_output, data=td, dp_group=None)
     assert abs(float(got) - float(want)) < 1e-9 and float(want) != 0.0
+    # the distillation term reaches verl's metrics (history's distill_loss; it was missing: always 0 on verl)
+    want_distill = micro_batch_loss(objective, settings, logits=logits.detach(), logp=logp.detach(), old_logp=old,
+                                    token_adv=adv, response_mask=rmask, plan=plan, teacher_logits=lambda: t_logits,
+                                    temperature=T, clip_low=0.2, clip_high=0.28, clip_ratio_c=3.0,
+                                    loss_agg="token-mean")[1].distill
+    assert want_distill is not None and want_distill > 0
+    assert metrics["actor/rlrt_distill"].aggregate() == pytest.approx(want_distill, rel=1e-6)
     got.backward()
     for a, b in zip(want_grad, [p.grad for p in student.parameters()]):
         assert torch.allclose(a, b, atol=1e-9), float((a - b).abs().max())

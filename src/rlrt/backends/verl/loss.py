@@ -156,6 +156,11 @@ def _response_lengths(data) -> Tensor:
     return data["attention_mask"][:, -r.shape[1]:].sum(-1)
 
 
+DISTILL_METRIC = "actor/rlrt_distill"
+"""verl metric of :class:`WorkerLoss`: the objective's mean distillation term per micro-batch (``Terms.distill``,
+the local engine's ``distill_loss``)."""
+
+
 class WorkerLoss:
     """The actor's loss function for a distilling objective on verl's engine workers (module docstring).
 
@@ -246,7 +251,9 @@ class WorkerLoss:
                         _padded(data["response_mask"]), plan, None, 1.0, float(c.clip_ratio_low),
                         float(c.clip_ratio_high), float(c.clip_ratio_c),
                         teacher_logprobs=lambda idx: self._teacher_logprobs(data, R)(idx), student_top=(top_s, idx))
-        return get_objective(self.objective).terms(mb, self.settings).token_loss
+        terms = get_objective(self.objective).terms(mb, self.settings)
+        self._distill = terms.distill  # reported by the aggregate call that follows (the local engine's stat)
+        return terms.token_loss
 
     def aggregate(self, model_output, data) -> tuple[Tensor, dict]:
         """verl's loss call: the per-token loss over the plan's loss mask with verl's ``agg_loss`` and its global
@@ -264,4 +271,8 @@ class WorkerLoss:
             loss = (tl * 0.0).sum()  # no loss token in this mini-batch: zero, on the graph
         else:
             loss = verl_agg_loss(loss_mat=tl, loss_mask=mask, loss_agg_mode=self.config.loss_agg_mode, **info)
-        return loss, {"actor/pg_loss": Metric(value=loss.detach(), aggregation=AggregationType.SUM)}
+        metrics = {"actor/pg_loss": Metric(value=loss.detach(), aggregation=AggregationType.SUM)}
+        distill, self._distill = getattr(self, "_distill", None), None
+        if distill is not None:  # the micro-batch's mean distillation term (history's distill_loss)
+            metrics[DISTILL_METRIC] = Metric(value=float(distill), aggregation=AggregationType.MEAN)
+        return loss, metrics

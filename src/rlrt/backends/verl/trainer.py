@@ -28,8 +28,11 @@ call only in its own distillation mode, which this trainer otherwise leaves off)
 
 Checkpoints: ``_save_checkpoint`` prunes after verl's save (``rlrt.backends.verl.train.prune_checkpoints``).
 
-What has NEVER run: all of this class inside Ray on GPUs. Tested on CPU: ``shape_batch``, ``VerlTeacher``,
-:func:`history_row`, :func:`method_from_config`, :func:`topk_processor` around verl's own ``_update_actor``.
+What has NEVER run: all of this class inside Ray on GPUs. On CPU it runs inside verl's real loop (Ray, FSDP2 on
+gloo, a ``transformers`` rollout, a tiny model): GRPO, RLRT and SDPO, kill and resume (tests/test_verl_cpu_smoke.py);
+:func:`dump_step` (``rlrt.dump_dir``) lets that test compare each step's advantages with the local engine's. Tested
+on CPU also: ``shape_batch``, ``VerlTeacher``, :func:`history_row`, :func:`method_from_config`,
+:func:`topk_processor` around verl's own ``_update_actor``, :func:`point_runner_at`.
 """
 
 from __future__ import annotations
@@ -139,11 +142,29 @@ def history_row(step: int, grouped: Grouped, shaped: Shaped, actor_metrics: Mapp
     ent = grouped.old_entropy if grouped.old_entropy is not None else torch.zeros_like(grouped.old_logp)
     stats = {"clip_frac": _pick(actor_metrics, "pg_clipfrac"), "approx_kl": _pick(actor_metrics, "ppo_kl"),
              "loss": _pick(actor_metrics, "pg_loss"), "grad_norm": _pick(actor_metrics, "grad_norm"),
-             "distill": []}
+             "distill": _pick(actor_metrics, "rlrt_distill")}  # rlrt.backends.verl.loss.DISTILL_METRIC
     row = step_metrics(step, grouped.rewards.reshape(-1), grouped.G, ro, ent, shaped, stats)
     lr = _pick(actor_metrics, "lr")
     return {**row, "lr": lr[-1] if lr else None, "time_gen": None, "time_grade": None, "time_old_logp": None,
             "time_teacher": time_teacher, "time_update": None, "step_time": step_time}
+
+
+def dump_step(folder: str, step: int, grouped: Grouped, shaped: Shaped, verl_advantages: Optional[torch.Tensor]
+              ) -> str:
+    """``<folder>/step_<step>.pt``: one step's rollouts and advantages in grouped order, for comparing this
+    backend's method step with the local engine's on the same rollouts (``rlrt.dump_dir``; off by default, the CPU
+    smoke sets it). ``verl_advantages`` = what verl's own estimator wrote before :func:`shape_batch` replaced it."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step_{int(step)}.pt")
+    mask = grouped.response_mask.float()
+    torch.save({
+        "step": int(step), "rewards": grouped.rewards.clone(), "texts": grouped.texts,
+        "user_msgs": grouped.user_msgs, "problems": grouped.problems, "references": grouped.references,
+        "response_ids": grouped.response_ids.clone(), "response_mask": grouped.response_mask.clone(),
+        "old_logp": grouped.old_logp.clone(), "token_adv": (shaped.token_adv.float() * mask).clone(),
+        "verl_advantages": (verl_advantages[grouped.order].float() * mask) if verl_advantages is not None else None,
+    }, path)
+    return path
 
 
 def _trainer_class():
@@ -175,6 +196,10 @@ def _trainer_class():
                     omega_conf_to_dataclass(self.config.actor_rollout_ref.actor), self.rlrt_objective,
                     self.rlrt_settings, float(rollout.temperature),
                     teacher_path=str(self.config.actor_rollout_ref.model.path)))
+
+        def fit(self):
+            self._rlrt_t0 = time.perf_counter()  # step 1's step_time starts here, not when the workers started
+            return super().fit()
 
         def _save_checkpoint(self):
             """verl's save, then :func:`rlrt.backends.verl.train.prune_checkpoints`: the latest checkpoint whole,
@@ -221,8 +246,11 @@ def _trainer_class():
             ent = self._rlrt_entropy
             if ent is not None and ent.shape != batch.batch["response_mask"].shape:
                 ent = None  # not this batch's (never expected): GRPO+EB then raises inside shape_advantages
+            verl_adv = batch.batch["advantages"].clone() if "advantages" in batch.batch.keys() else None
             grouped, shaped = shape_batch(spec, settings, batch, self.tokenizer, step, make_teacher, ent)
             t_teacher = time.perf_counter() - t0
+            if self.rlrt_node.get("dump_dir"):
+                dump_step(self.rlrt_node["dump_dir"], step, grouped, shaped, verl_adv)
             if self.rlrt_distils:
                 with topk_processor(self):
                     out = distill_update(super()._update_actor, batch, grouped, teachers[0], shaped.plan)
@@ -245,6 +273,28 @@ def _trainer_class():
     return RLRTRayTrainer
 
 
+def point_runner_at(runner_cls: type, trainer_cls: type) -> int:
+    """Make the ``run`` of ``runner_cls`` (and its bases) build ``trainer_cls`` where it says ``RayPPOTrainer``;
+    returns how many ``run`` functions were pointed.
+
+    Setting ``verl.trainer.main_ppo_v0.RayPPOTrainer`` alone is not enough: Ray ships the runner class to its
+    actor with cloudpickle, which copies a class it cannot import by name -- ours is local, and so is its base
+    ``TaskRunner.__ray_actor_class__`` (the module name ``TaskRunner`` is Ray's wrapper) -- together with its
+    functions, each with a copied globals dict. verl's ``run`` then looked ``RayPPOTrainer`` up in that copy and
+    trained plain verl GRPO, never calling our ``_update_actor`` (found by the CPU smoke: no history rows)."""
+    import verl.trainer.main_ppo_v0 as v0
+
+    v0.RayPPOTrainer = trainer_cls
+    n = 0
+    for klass in runner_cls.__mro__:
+        code = getattr(klass.__dict__.get("run"), "__code__", None)
+        if code is not None and "RayPPOTrainer" in code.co_names:
+            fn = klass.__dict__["run"]
+            fn.__globals__["RayPPOTrainer"] = trainer_cls
+            n += 1
+    return n
+
+
 def _task_runner():
     import ray
     import verl.trainer.main_ppo_v0 as v0
@@ -255,7 +305,9 @@ def _task_runner():
         def run(self, config):
             import rlrt.backends.verl.plugin  # noqa: F401 - registrations, also inside this actor
 
-            v0.RayPPOTrainer = _trainer_class()
+            if not point_runner_at(type(self), _trainer_class()):
+                raise RuntimeError("verl's TaskRunner.run no longer builds RayPPOTrainer by name: rlrt's trainer "
+                                   "would not be used (verl version?)")
             return super().run(config)
 
     return ray.remote(_Runner)
