@@ -7,7 +7,7 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup dryrun paper-dryrun report publish pull bench docs gpu-smoke gpu-env-check clean vllm-cpu-env
+.PHONY: run test setup dryrun paper-dryrun report publish pull bench docs gpu-smoke gpu-env-check clean vllm-cpu-env verl-cpu-smoke test-integration
 
 # Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
 run dryrun paper-dryrun report publish pull test bench: export PATH := $(abspath $(BIN)):$(PATH)
@@ -76,6 +76,15 @@ pull: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# verl's trainer loop on CPU through rlrt.backends.verl.train.run: 2 steps each of GRPO, RLRT (killed after step 1,
+# resumed) and SDPO with a tiny Qwen3, Ray with a fake GPU, FSDP2 on gloo, the `hf` rollout (rlrt.backends.verl.cpu),
+# then the merged checkpoint through the local evaluator (tests/test_verl_cpu_smoke.py). 8-11 minutes on 2 busy cores,
+# so `make test` skips it; CI runs it through test-integration (.ci/run).
+verl-cpu-smoke: setup
+	RLRT_VERL_CPU_SMOKE=1 $(BIN)/python -m pytest -q tests/test_verl_cpu_smoke.py
+
+test-integration: verl-cpu-smoke
 
 # The bench's documents: docs/performance.md from results/bench/pipeline.json (seconds; the bench's own DAG runs in a
 # scratch folder, so docs/results.md comes from `make docs` after `make run`).

@@ -322,3 +322,16 @@ def test_attn_implementation_is_validated_by_the_schema(tmp_path):
         else:
             with pytest.raises(ConfigError, match="verl.attn_implementation"):
                 load(ROOT / "config" / "config.yaml", ROOT / "config" / "paper.yaml", overlay)
+
+
+def test_hydra_run_dir_is_the_jobs_own_work_folder(tmp_path):
+    """Hydra would write outputs/<date>/<time>/ under the job's working directory (the repository root for a
+    Snakemake job); every verl entry point we start gets hydra.run.dir inside its work folder instead, parsed back
+    by Hydra's own override parser to exactly that path (quotes, spaces and '$' included)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rlrt.backends.verl.overrides import hydra_run_dir
+
+    work = tmp_path / "my run's $dir"
+    (o,) = OverridesParser.create().parse_overrides([hydra_run_dir(work)])
+    assert o.key_or_group == "hydra.run.dir" and o.value() == str(work / "hydra")

@@ -98,6 +98,15 @@ ATTN_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
 
 
+def hydra_run_dir(work: str | Path) -> str:
+    """The override that puts Hydra's run folder (its log and the composed config) in the job's own work folder.
+
+    By default Hydra writes ``outputs/<date>/<time>/`` under the current directory, which for a Snakemake job is
+    the repository root: every verl job would leave a folder there. Passed on the command line of each verl entry
+    point we start (RL, the RLT teacher's RL, SFT), never to the composed config."""
+    return f"hydra.run.dir={hydra_value(str(Path(work) / 'hydra'))}"
+
+
 def hydra_value(value: Any) -> str:
     """One Python value as a Hydra override value: null/true/false, ints, floats (``repr`` keeps 1e-06 exact),
     quoted strings, ``[..]`` lists and ``{..}`` dicts (recursively).

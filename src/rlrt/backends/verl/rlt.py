@@ -226,6 +226,7 @@ def run_teacher_rl(job_cfg: dict[str, Any], teacher_path: str, student_path: str
     requeued job resumes with ``resume_mode=auto``) and are removed once ``out`` is written. Step metrics go to
     verl's logger (MLflow under ``MLFLOW_TRACKING_URI`` when tracking is on).
     """
+    from rlrt.backends.verl.overrides import hydra_run_dir
     from rlrt.backends.verl.rlt_sft import write_parquet
     from rlrt.backends.verl.train import merge_checkpoint
 
@@ -234,7 +235,8 @@ def run_teacher_rl(job_cfg: dict[str, Any], teacher_path: str, student_path: str
     write_parquet(teacher_rl_rows(data_rows), train)
     loops = write_agent_loop_config(work / "agent_loops.yaml")
     cmd = [sys.executable, "-m", "rlrt.backends.verl.rlt",
-           *teacher_rl_overrides(job_cfg, teacher_path, student_path, str(train), str(work / "ckpt"), str(loops))]
+           *teacher_rl_overrides(job_cfg, teacher_path, student_path, str(train), str(work / "ckpt"), str(loops)),
+           hydra_run_dir(work)]
     env = dict(os.environ)
     uri = (job_cfg.get("tracking") or {}).get("uri")
     if uri:  # else the workflow's MLFLOW_TRACKING_URI, inherited

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from rlrt.backends.local.rlt import teacher_example
+from rlrt.backends.verl.overrides import hydra_run_dir
 from rlrt.io import atomic_dir, atomic_path
 from rlrt.tasks.prompts import user_message
 from rlrt.tasks.rlt_format import student_text
@@ -229,7 +230,7 @@ def _run_sft(job_cfg: dict[str, Any], model_path: str, train: Path, n: int, out:
     ckpt = work / "ckpt"
     gpus = int(job_cfg.get("gpus") or 1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-           "-m", SFT_MODULE, *sft_overrides(job_cfg, model_path, str(train), str(ckpt), n, block)]
+           "-m", SFT_MODULE, *sft_overrides(job_cfg, model_path, str(train), str(ckpt), n, block), hydra_run_dir(work)]
     log.info("verl %s on %d rows: %s", block, n, " ".join(cmd))
     subprocess.run(cmd, check=True)
     src = final_hf_model(ckpt)

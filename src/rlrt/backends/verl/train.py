@@ -30,9 +30,10 @@ Around step 3, for a run that may be killed and requeued:
   (``rlrt.tracking.persistent_run_id``);
 * Ray gets the job's CPUs (``SLURM_CPUS_PER_TASK``) and GPUs (``rlrt.backends.verl.overrides.allocated_cpus``).
 
-What has NEVER run (no GPU here): steps 3 and 4. Tested on CPU: :func:`verl_rows`, :func:`write_verl_parquet`,
-:func:`read_history`, :func:`summarize`, the helpers above and :func:`run` with stand-ins for the trainer and the
-merger (tests/test_verl_run_guards.py).
+What has NEVER run: steps 3 and 4 on a GPU. On CPU they run end to end with a tiny model (Ray, FSDP2 on gloo, a
+``transformers`` rollout instead of vLLM: tests/test_verl_cpu_smoke.py, ``make verl-cpu-smoke``). Tested on CPU
+also: :func:`verl_rows`, :func:`write_verl_parquet`, :func:`read_history`, :func:`summarize`, the helpers above and
+:func:`run` with stand-ins for the trainer and the merger (tests/test_verl_run_guards.py).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def merge_checkpoint(actor_dir: Path, target: Path) -> None:
 
 def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpoints: str | None, gpus: int) -> None:
     """One RL run on verl; writes ``out`` (HF folder), ``metrics`` (JSON) and ``checkpoints/step_<k>``."""
-    from rlrt.backends.verl.overrides import allocated_cpus, hydra_overrides, hydra_value
+    from rlrt.backends.verl.overrides import allocated_cpus, hydra_overrides, hydra_run_dir, hydra_value
 
     spec = get_method(job_cfg["method"])
     settings = spec.make_settings(job_cfg.get("method_cfg") or {}, where="method_cfg")
@@ -228,6 +229,7 @@ def run(job_cfg: dict, *, model: str, data: str, out: str, metrics: str, checkpo
                                 val_file=str(train_file), ckpt_dir=str(ckpt), n_gpus=int(gpus),
                                 experiment_name=experiment_name, n_cpus=allocated_cpus())
     overrides.append(f"++rlrt.history_path={hydra_value(str(history_path))}")
+    overrides.append(hydra_run_dir(work))
     env = dict(os.environ)
     tracking = job_cfg.get("tracking") or {}
     if tracking.get("uri"):  # else the workflow's MLFLOW_TRACKING_URI, inherited
