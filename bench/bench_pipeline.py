@@ -41,15 +41,10 @@ TABLE_JOB_IMPORTS = "import pandas, matplotlib.pyplot; import rlrt.stages.tables
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
+    """The stamp's machine (rlrt.docs.machine: cores and CPU model) with the OS."""
+    from rlrt.docs import machine as cores_and_cpu
+
+    return f"{cores_and_cpu()}, {platform.system()} {platform.release()}"
 
 
 def best_of(cmd: list[str], env: dict, n: int = 3, cwd: Path | None = None) -> float:
