@@ -406,7 +406,8 @@ def test_make_checks_the_configfile_before_snakemake(tmp_path):
     for target in ("run", "dryrun"):
         body = makefile.split(f"\n{target}: setup\n", 1)[1].split("\n\n", 1)[0]
         first, second = body.strip().splitlines()[:2]
-        assert first.strip() == "$(BIN)/python -m rlrt.config $(CONFIG)" and "snakemake" in second, target
+        # then Snakemake, through rlrt.driver (which execs it after its recovery checks)
+        assert first.strip() == "$(BIN)/python -m rlrt.config $(CONFIG)" and "-m rlrt.driver" in second, target
     proc = subprocess.run([sys.executable, "-m", "rlrt.config", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
