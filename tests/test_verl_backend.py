@@ -411,80 +411,25 @@ def test_worker_loss_equals_the_local_micro_batch_through_verls_no_padding_layou
     over a batch in verl's own no-padding layout (``left_right_2_no_padding``): the loss and the student's
     gradients equal the local engine's micro-batch (``micro_batch_loss``, teacher logits from the local engine's
     ``response_logits`` on the same teacher views)."""
-    from verl.workers.config import ActorConfig
-    from verl.workers.utils.padding import left_right_2_no_padding
     from verl.utils import tensordict_utils as tu
 
-    from rlrt.backends.local.model import build_model
-    from rlrt.backends.local.rollout import response_logits
-    from rlrt.backends.verl.loss import FIELDS, TOKEN_LOSS, WorkerLoss, micro_batch_loss
-    from rlrt.backends.verl.teacher_view import build_teacher_batch, left_pad
-    from rlrt.methods.objectives import sdpo_plan, srpo_plan
+    from rlrt.backends.verl.loss import TOKEN_LOSS, WorkerLoss, micro_batch_loss
+    from test_verl_sdpo_memory import _case
 
-    arch = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "num_key_value_heads": 1}
-    torch.manual_seed(0)
-    student, teacher = build_model(arch, tok).double(), build_model(arch, tok).double().eval()
-    g = torch.Generator().manual_seed(3)
-    V, pad, T = len(tok), tok.pad_token_id, 0.7
-    B, R = 4, 7
-    prompts = [torch.randint(0, 200, (n,), generator=g).tolist() for n in (5, 3, 6, 4)]
-    t_prompts = [torch.randint(0, 200, (n,), generator=g).tolist() for n in (9, 4, 11, 7)]  # with a context
-    lens = [7, 4, 6, 2]
-    responses = torch.full((B, R), pad, dtype=torch.long)
-    rmask = torch.zeros(B, R, dtype=torch.long)
-    for i, n in enumerate(lens):
-        responses[i, :n] = torch.randint(0, 200, (n,), generator=g)
-        rmask[i, :n] = 1
-    settings = get_method(objective).make_settings({"beta": 0.5} if objective == "srpo" else {})
-    has = torch.tensor([True, False, True, True])
-    rewards = torch.tensor([0.0, 1.0, 0.0, 1.0])
-    t_ent = torch.rand(B, R, generator=g, dtype=torch.float64) * rmask
-    plan = (sdpo_plan if objective == "sdpo" else srpo_plan)(rewards, has, rmask, t_ent, settings)
-    old = (-torch.rand(B, R, generator=g, dtype=torch.float64) * 2) * rmask
-    adv = torch.randn(B, R, generator=g, dtype=torch.float64) * rmask
-
-    # the local engine's micro-batch
-    p_ids, p_mask = left_pad(prompts, pad)
-    tp_ids, tp_mask = left_pad(t_prompts, pad)
-    logits = response_logits(student, p_ids, p_mask, responses, rmask).double()
-    logp = torch.log_softmax(logits / T, -1).gather(-1, responses[..., None])[..., 0]
-    t_logits = response_logits(teacher, tp_ids, tp_mask, responses, rmask).double()
-    want, _ = micro_batch_loss(objective, settings, logits=logits, logp=logp, old_logp=old, token_adv=adv,
-                               response_mask=rmask, plan=plan, teacher_logits=lambda: t_logits, temperature=T,
-                               clip_low=0.2, clip_high=0.28, clip_ratio_c=3.0, loss_agg="token-mean")
-    want.backward()
-    want_grad = [p.grad.clone() for p in student.parameters()]
-    student.zero_grad()
-
-    # verl: the update batch (response_mask = the plan's loss mask, which verl counts), no-padding conversion
-    tv = build_teacher_batch(t_prompts, responses, rmask, rmask, pad).batch
-    attn = torch.cat([p_mask, rmask], 1)
-    tensors = {"prompts": p_ids, "responses": responses, "response_mask": plan.loss_mask.long(),
-               "input_ids": torch.cat([p_ids, responses], 1), "attention_mask": attn,
-               "position_ids": (attn.cumsum(1) - 1).clamp(min=0), "old_log_probs": old, "advantages": adv,
-               FIELDS["pg_rows"]: plan.pg_rows, FIELDS["distill_rows"]: plan.distill_rows,
-               FIELDS["distill_weight"]: plan.distill_weight.double(), FIELDS["loss_mask"]: plan.loss_mask,
-               FIELDS["teacher_input_ids"]: tv["input_ids"], FIELDS["teacher_attention_mask"]: tv["attention_mask"],
-               FIELDS["teacher_position_ids"]: tv["position_ids"]}
-    td = left_right_2_no_padding(DataProto.from_dict(tensors=tensors).to_tensordict())
-    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(plan.loss_mask.sum()), global_batch_size=B)
-    cfg = ActorConfig(strategy="fsdp", clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0,
-                      ppo_micro_batch_size_per_gpu=1, ppo_mini_batch_size=1, rollout_n=1, loss_agg_mode="token-mean")
-    loss_fn = WorkerLoss(cfg, objective, settings, T, teacher=teacher)
-    # what verl's engine hands the processor: every real token's logits, packed row by row, divided by T
-    full = student(input_ids=tensors["input_ids"], attention_mask=attn, position_ids=tensors["position_ids"],
-                   use_cache=False).logits.double()
-    packed = (full[attn.bool()] / T).unsqueeze(0)
+    c = _case(tok, objective)
+    student, teacher, settings, T, td, packed = c["student"], c["teacher"], c["settings"], c["T"], c["td"], c["packed"]
+    want, want_grad = c["want"], c["want_grad"]
+    loss_fn = WorkerLoss(c["cfg"], objective, settings, T, teacher=teacher)
     out = loss_fn(student_logits=packed, data=td)
-    assert out[TOKEN_LOSS].shape == (1, int(attn.sum()))
+    assert out[TOKEN_LOSS].shape == (1, c["n_real"])
     offsets = td["input_ids"].offsets()
     model_output = {TOKEN_LOSS: torch.nested.nested_tensor_from_jagged(out[TOKEN_LOSS].squeeze(0), offsets)}
     got, metrics = loss_fn(model_output=model_output, data=td, dp_group=None)
     assert abs(float(got) - float(want)) < 1e-9 and float(want) != 0.0
     # the distillation term reaches verl's metrics (history's distill_loss; it was missing: always 0 on verl)
-    want_distill = micro_batch_loss(objective, settings, logits=logits.detach(), logp=logp.detach(), old_logp=old,
-                                    token_adv=adv, response_mask=rmask, plan=plan, teacher_logits=lambda: t_logits,
+    want_distill = micro_batch_loss(objective, settings, logits=c["logits"].detach(), logp=c["logp"].detach(),
+                                    old_logp=c["old"], token_adv=c["adv"], response_mask=c["rmask"], plan=c["plan"],
+                                    teacher_logits=lambda: c["t_logits"],
                                     temperature=T, clip_low=0.2, clip_high=0.28, clip_ratio_c=3.0,
                                     loss_agg="token-mean")[1].distill
     assert want_distill is not None and want_distill > 0

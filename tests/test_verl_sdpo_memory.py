@@ -132,8 +132,9 @@ def tok():
 
 
 def _case(tok, objective, dtype=torch.float64):
-    """(student, teacher, the local micro-batch's loss and gradients, verl's no-padding TensorDict, the packed
-    logits verl hands the processor, the config, the temperature), as tests/test_verl_backend.py builds them."""
+    """One SDPO / SRPO micro-batch on both engines: student, teacher, the local micro-batch's inputs, loss and
+    gradients, verl's no-padding TensorDict, the packed logits verl hands the processor, the config, the
+    temperature. Shared with tests/test_verl_backend.py's parity test."""
     from verl import DataProto
     from verl.utils import tensordict_utils as tu
     from verl.workers.config import ActorConfig
@@ -198,7 +199,8 @@ def _case(tok, objective, dtype=torch.float64):
                    use_cache=False).logits.double()
     packed = (full[attn.bool()] / T).unsqueeze(0)
     return dict(student=student, teacher=teacher, want=want, want_grad=want_grad, td=td, packed=packed, cfg=cfg,
-                T=T, settings=settings, B=B, R=R, teacher_len=tv["input_ids"].shape[1])
+                T=T, settings=settings, B=B, R=R, teacher_len=tv["input_ids"].shape[1], n_real=int(attn.sum()),
+                logits=logits, logp=logp, t_logits=t_logits, old=old, adv=adv, rmask=rmask, plan=plan)
 
 
 @pytest.mark.parametrize("objective", ["sdpo", "srpo"])
