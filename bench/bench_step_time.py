@@ -21,7 +21,8 @@ import torch
 
 from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import build_model, load_checkpoint, set_threads
-from rlrt.config import load_overlay, method_config
+from rlrt.config import load_overlay
+from rlrt.plan import method_config
 from rlrt.methods.registry import get_method
 from rlrt.tasks.arithmetic import generate_splits
 from rlrt.tasks.grading import Grader

@@ -76,7 +76,7 @@ def problems(n: int, seed: int, source: str) -> list[dict[str, str]]:
 
 def configs(model: str, gpus: int = 1, method: str = METHOD) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rl job config and the eval config the workflow would pass (rules/common.smk rl_cfg / eval_cfg)."""
-    from rlrt.config import method_config
+    from rlrt.plan import method_config
 
     cfg = merge_configs(load_overlay(ROOT / "config" / "paper.yaml"), copy.deepcopy(SMOKE))
     backend = {"backend": "verl", "verl": cfg["verl"], "gpus": gpus}

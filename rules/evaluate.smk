@@ -1,6 +1,6 @@
 # Benchmark evaluation: avg@n and unbiased pass@k of every checkpoint (untrained backbone = method "base").
 
-from rlrt.config import fig8_splits
+from rlrt.plan import fig8_splits
 
 
 rule evaluate:

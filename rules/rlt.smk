@@ -5,7 +5,7 @@
 # reference_small, countdown, rank<r>), grpo-<init> (cold-start GRPO on the main task from init) and
 # cdgrpo-<init> (GRPO directly on countdown).
 
-from rlrt.config import split_seed
+from rlrt.plan import split_seed
 from rlrt.rlt_models import rlt_models, student_sft_settings
 
 RLT = config.get("rlt") if (config.get("rlt") or {}).get("enabled", True) else None  # rlt.enabled: false -> no branch

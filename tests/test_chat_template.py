@@ -130,7 +130,8 @@ def test_teacher_views_render_with_the_backbone_kwargs(loaded, kind, context):
 
 def _paper_job(backbone: str) -> dict:
     """The rl stage's --cfg for ``rlsd`` on ``backbone`` of paper.yaml, as rules/common.smk rl_cfg builds it."""
-    from rlrt.config import chat_template_kwargs, load_overlay, run_config
+    from rlrt.config import load_overlay
+    from rlrt.plan import chat_template_kwargs, run_config
 
     cfg = load_overlay(ROOT / "config" / "paper.yaml")
     kw = chat_template_kwargs(cfg, backbone)
@@ -249,7 +250,8 @@ def test_config_key():
     """paper.yaml turns Qwen3-8B's thinking off and nothing else; a stand-in (rlrt's own template, no switch) or an
     RLT backbone (whose prompts do not pass the variables) with kwargs, or a value of the wrong type, is refused
     naming the key."""
-    from rlrt.config import ConfigError, chat_template_kwargs, load, load_overlay, validate
+    from rlrt.config import ConfigError, load, load_overlay, validate
+    from rlrt.plan import chat_template_kwargs
 
     paper = load_overlay(ROOT / "config" / "paper.yaml")
     assert {b: chat_template_kwargs(paper, b) for b in paper["backbones"] if chat_template_kwargs(paper, b)} == \

@@ -115,7 +115,7 @@ def test_pearson_resamples_seeds_too():
 # ---- the seeds grammar and the claims plan (rlrt.config, rlrt.claims) ----
 
 def test_seed_grammar_and_derived_seeds():
-    from rlrt.config import derive_seed, parse_run_id, seeded, split_seed
+    from rlrt.plan import derive_seed, parse_run_id, seeded, split_seed
 
     assert seeded("grpo", 0) == "grpo" and seeded("rlrt@eps_w=0.2", 2) == "rlrt@eps_w=0.2+seed=2"
     assert split_seed("rlrt@eps_w=0.2+seed=2") == ("rlrt@eps_w=0.2", 2) and split_seed("grpo") == ("grpo", 0)

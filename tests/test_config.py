@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlrt.config import ConfigError, load, load_overlay, method_config, validate
+from rlrt.config import ConfigError, load, load_overlay, validate
+from rlrt.plan import method_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def test_verl_backend_needs_verl_where_the_jobs_run(cfg, monkeypatch):
     with one line naming the key; under --sdm, or with verl installed, it passes; local never needs verl."""
     import importlib.util
 
-    from rlrt.config import check_backend_installed
+    from rlrt.checks.backend import check_backend_installed
 
     verl_cfg = {**copy.deepcopy(cfg), "backend": "verl"}
     real = importlib.util.find_spec
@@ -103,7 +104,8 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
 
 
 def test_run_ids_round_trip_and_sweeps_dedupe(cfg):
-    from rlrt.config import parse_run_id, planned_runs, run_config, run_id, sweep_runs
+    from rlrt.claims import planned_runs
+    from rlrt.plan import parse_run_id, run_config, run_id, sweep_runs
 
     assert run_id("rlrt", "eps_w", 0.5) == "rlrt@eps_w=0.5" and run_id("grpo") == "grpo"
     assert parse_run_id("rlrt@eps_w=0.5") == ("rlrt", {"eps_w": 0.5})
@@ -168,7 +170,7 @@ def test_analysis_config_errors_name_the_key(cfg, mutate, key):
 
 
 def test_analysis_defaults_come_from_the_schema(cfg):
-    from rlrt.config import analysis_config
+    from rlrt.schema import analysis_config
 
     c = copy.deepcopy(cfg)
     c["analysis"] = {"shift": {"backbone": "S-base"}}

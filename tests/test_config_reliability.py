@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlrt.config import (SCHEMA, ConfigError, check_config_files, load, load_overlay, planned_runs, run_id,
-                         run_id_problem, validate)
+from rlrt.claims import planned_runs
+from rlrt.config import ConfigError, SCHEMA, check_config_files, load, load_overlay, validate
+from rlrt.plan import run_id, run_id_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "config" / "config.yaml"
@@ -61,7 +62,9 @@ NONFINITE = [
     (lambda c: c["analysis"]["shift"].update(tail_thresholds=[0.1, math.nan]), "analysis.shift.tail_thresholds[1]",
      "nan"),
     (lambda c: c["rlt"]["teacher_rl"].update(alpha=math.inf), "rlt.teacher_rl.alpha", "inf"),
-    (lambda c: c.update(not_a_key={"deep": [math.nan]}), "not_a_key.deep[0]", "nan"),  # anywhere, before the schema
+    (lambda c: c["backbones"]["S-base"].update(chat_template_kwargs={"deep": [math.nan]}),
+     "backbones.S-base.chat_template_kwargs.deep[0]", "nan"),  # anywhere, before the schema (an unknown key's value
+    # is not walked: the unknown key is refused first, tests/test_config_refusals.py)
 ]
 
 
@@ -253,9 +256,9 @@ def test_save_steps_beyond_rl_steps_are_refused(cfg):
 
 
 def test_a_backbones_rl_block_overrides_its_runs_only(cfg):
-    """``backbones.<b>.rl`` takes ``rl`` over for that backbone's runs (rlrt.config.rl_settings); the others keep
+    """``backbones.<b>.rl`` takes ``rl`` over for that backbone's runs (rlrt.plan.rl_settings); the others keep
     ``rl``; a key the block does not have, and a length that ends before a save step, name the backbone's key."""
-    from rlrt.config import rl_settings
+    from rlrt.plan import rl_settings
 
     ok = copy.deepcopy(cfg)
     ok["backbones"]["M-base"]["rl"] = {"steps": 80}

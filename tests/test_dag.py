@@ -52,7 +52,8 @@ def test_outputs_figure_metrics_and_mlflow(dag_run):
     stages = {r.data.tags.get("stage") for r in runs}
     assert {"pretrain", "sft", "rl", "eval"} <= stages
     rl_runs = [r for r in runs if r.data.tags.get("stage") == "rl"]
-    from rlrt.config import load_overlay, planned_runs
+    from rlrt.claims import planned_runs
+    from rlrt.config import load_overlay
 
     planned = planned_runs(load_overlay(ROOT / "config" / "ci.yaml"))
     assert len(rl_runs) == sum(len(v) for v in planned.values())
@@ -66,7 +67,9 @@ def test_outputs_figure_metrics_and_mlflow(dag_run):
 def test_every_registered_method_trains_and_lands_in_the_tables(dag_run):
     import json
 
-    from rlrt.config import load_overlay, parse_run_id, planned_runs
+    from rlrt.claims import planned_runs
+    from rlrt.config import load_overlay
+    from rlrt.plan import parse_run_id
     from rlrt.methods.registry import METHODS
 
     cfg = load_overlay(ROOT / "config" / "ci.yaml")

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT
 from rlrt.claims import claim_files, claim_rows
-from rlrt.config import ConfigError, fig8_splits, load, load_overlay, validate
+from rlrt.config import ConfigError, load, load_overlay, validate
+from rlrt.plan import fig8_splits
 from rlrt.stages import claims as claims_stage
 from rlrt.stages import figures
 

@@ -84,7 +84,7 @@ def paper():
 
 
 def test_paper_matrix_job_counts(jobs, paper):
-    from rlrt.config import planned_runs
+    from rlrt.claims import planned_runs
 
     counts = Counter(j["rule"] for j in jobs)
     # RL: Table 1 = 4 backbones x {GRPO, RLSD, RLRT} + {SDPO, SRPO} on the instruct and thinking models (the paper

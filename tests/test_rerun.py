@@ -58,7 +58,7 @@ def test_rlrt_eps_w_reruns_rlrt_only(dag_run, tmp_path):
     jobs = plan(dag_run, "methods:\n  rlrt: {eps_w: 0.7}\n", tmp_path)
     # base models take methods.rlrt.eps_w (instruct / thinking keep their method_overrides); the ci sweep of
     # eps_w over [0.5, 1.0] on S-base gains the point 1.0, which was the plain run before
-    from rlrt.config import split_seed
+    from rlrt.plan import split_seed
 
     changed = {("S-base", "rlrt"), ("M-base", "rlrt"), ("S-base", "rlrt@eps_w=1.0")}
     unseeded = lambda ks: {(b, split_seed(r)[0]) for b, r in ks}  # noqa: E731 - a claims replicate -> its run

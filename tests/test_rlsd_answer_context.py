@@ -164,7 +164,8 @@ def test_analysis_teacher_falls_back_to_the_answer_and_never_to_nothing():
 
 
 def test_paper_config_gives_rlsd_the_answer_context_and_refuses_reference_on_dapo():
-    from rlrt.config import ConfigError, load_overlay, run_config, validate
+    from rlrt.config import ConfigError, load_overlay, validate
+    from rlrt.plan import run_config
     from rlrt.methods.settings import make_settings
 
     paper = load_overlay(ROOT / "config" / "paper.yaml")

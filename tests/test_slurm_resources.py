@@ -1,5 +1,5 @@
 """The config -> Snakemake resources -> sbatch mapping (rlrt.resources) without a cluster, its validation, and the
-plan-time check that the jobs' software deployment provides verl (rlrt.config.check_backend_installed).
+plan-time check that the jobs' software deployment provides verl (rlrt.checks.backend.check_backend_installed).
 
 The sbatch lines here are built by the installed SLURM plugin's own functions (``get_submit_command`` and
 ``set_gres_string``, snakemake-executor-plugin-slurm 2.8) from the resources our mapping gives; tests/test_slurm.py
@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from rlrt.config import ConfigError, check_backend_installed, load_overlay, validate
+from rlrt.checks.backend import check_backend_installed
+from rlrt.config import ConfigError, load_overlay, validate
 from rlrt.resources import job_gpus, job_resources, managed_option, merged
 
 

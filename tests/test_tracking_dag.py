@@ -53,7 +53,7 @@ def test_one_run_per_job_with_its_tags(jobs, runs):
                 "tags.mlflow.source.git.commit", "tags.wildcards"):
         assert children[col].notna().all(), col
     # the root seed (0), or a claims replicate's seed derived from it and its index (`<run>+seed=<k>`)
-    from rlrt.config import derive_seed
+    from rlrt.plan import derive_seed
 
     k = children["tags.wildcards"].str.extract(r"\+seed=(\d+)")[0].fillna("0").astype(int)
     assert list(children["tags.seed"]) == [str(derive_seed(0, i)) for i in k]
@@ -89,7 +89,8 @@ def test_runs_carry_step_metrics_final_metrics_params_and_artifacts(dag_run, run
 
 
 def test_each_sweep_shares_one_parent_run(runs):
-    from rlrt.config import load_overlay, planned_runs
+    from rlrt.claims import planned_runs
+    from rlrt.config import load_overlay
 
     from conftest import ROOT
 

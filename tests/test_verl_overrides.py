@@ -22,7 +22,8 @@ from hydra.errors import ConfigCompositionException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from rlrt.backends.verl.overrides import LOSS_MODES, hydra_overrides, hydra_value  # noqa: E402
-from rlrt.config import load, load_overlay, run_config  # noqa: E402
+from rlrt.config import load, load_overlay  # noqa: E402
+from rlrt.plan import run_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

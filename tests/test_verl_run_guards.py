@@ -81,7 +81,8 @@ STEPS, SAVE_FREQ, SAVE_STEPS = 6, 2, [4]
 
 
 def job_cfg(tracking=None) -> dict:
-    from rlrt.config import load_overlay, run_config
+    from rlrt.config import load_overlay
+    from rlrt.plan import run_config
 
     cfg = load_overlay(ROOT / "config" / "paper.yaml")
     backbone = "Qwen3-4B-Base"

@@ -308,7 +308,7 @@ def test_estimate_terms_by_hand():
 
 def test_log_prob_budget_is_raised_to_one_teacher_view_for_teacher_methods():
     from rlrt.backends.verl.overrides import hydra_overrides
-    from rlrt.config import run_config
+    from rlrt.plan import run_config
 
     cfg = _paper()
     for run, want in (("sdpo", 43008), ("rlrt", 43008), ("grpo", 24576)):
@@ -330,7 +330,8 @@ def test_config_accepts_the_paper_setting_and_refuses_one_over_the_gpu():
     import copy
 
     from rlrt.backends.verl.memory import run_memory
-    from rlrt.config import ConfigError, rl_settings, validate
+    from rlrt.config import ConfigError, validate
+    from rlrt.plan import rl_settings
 
     cfg = _paper()
     validate(copy.deepcopy(cfg))  # accepted: SDPO / SRPO on Qwen3-4B-Instruct-2507 and Qwen3-8B fit 180 GB
@@ -371,7 +372,7 @@ def test_config_accepts_the_paper_setting_and_refuses_one_over_the_gpu():
 
 def test_the_docs_memory_table_is_the_functions_output():
     from conftest import ROOT
-    from rlrt.backends.verl.memory import sdpo_memory_table
+    from rlrt.backends.verl.memory_table import sdpo_memory_table
     from rlrt.config import load
 
     doc = (ROOT / "docs" / "paper-scale.md").read_text()

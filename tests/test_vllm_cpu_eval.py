@@ -245,7 +245,8 @@ def test_engine_vllm_runs_the_evaluation_in_the_vllm_interpreter(tmp_path):
 
 
 def test_engine_local_under_verl_is_one_message():
-    from rlrt.config import ConfigError, eval_engine, load, validate
+    from rlrt.config import ConfigError, load, validate
+    from rlrt.plan import eval_engine
 
     cfg = load(ROOT / "config" / "config.yaml")
     assert eval_engine(cfg["eval"], "local") == "local" and eval_engine(cfg["eval"], "verl") == "vllm"

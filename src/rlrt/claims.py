@@ -26,9 +26,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rlrt.config import planned_runs, seeded, sweep_runs
+from rlrt.plan import plain_runs, seeded, sweep_runs
 
-__all__ = ["Arm", "ClaimRow", "claim_rows", "claim_runs", "claim_rlt_models", "claim_files"]
+__all__ = ["Arm", "ClaimRow", "claim_rows", "claim_runs", "claim_rlt_models", "claim_files", "claims_inputs",
+           "claims_plan", "planned_runs"]
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,51 @@ def claim_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
     return {b: list(dict.fromkeys(r)) for b, r in out.items()}
 
 
+def planned_runs(cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """Every RL run of the config, per RL backbone: the plain plan (:func:`rlrt.plan.plain_runs`: methods.run,
+    experiments.extra_runs, sweeps) then, when ``claims`` is configured, its seeded replicates (:func:`claim_runs`),
+    each run once. What the rules train and the validation checks references against."""
+    runs = plain_runs(cfg)
+    if cfg.get("claims"):
+        for b, extra in claim_runs(cfg).items():
+            runs[b].extend(extra)
+    return {b: list(dict.fromkeys(r)) for b, r in runs.items()}
+
+
 def claim_rlt_models(cfg: dict[str, Any]) -> dict[str, list[str]]:
     """The extra RLT student models the claims study trains (``sft-rlt+seed=1``, ...), per student."""
     out: dict[str, list[str]] = {}
-    for arm, k in _seeded_arms(cfg, ("rlt",)):
+    for arm, k in _seeded_arms(cfg, ("rlt", "rltcd")):
         out.setdefault(arm.backbone, []).append(seeded(arm.run, k))
+    return {b: list(dict.fromkeys(m)) for b, m in out.items()}
+
+
+def claims_plan(cfg: dict[str, Any], results: str) -> list[dict[str, Any]]:
+    """What the claims rule hands its stage: every row of :func:`claim_rows` as a dict, with the files it reads
+    under ``results`` -- ``files_a`` / ``files_b`` (one evaluation per seed index), ``files_arms`` (claim 8: per
+    rank, per seed) or ``file`` (claims 9-12: the analysis study's output). Rows with ``missing`` read nothing."""
+    seeds = range(_seeds(cfg))
+    out = []
+    for row in claim_rows(cfg):
+        d = row.as_dict()
+        if not row.missing:
+            if row.study:
+                d["file"] = f"{results}/{row.study}"
+            elif row.arms:
+                d["files_arms"] = [[claim_files(results, arm, k) for k in seeds] for arm in row.arms]
+            else:
+                d["files_a"] = [claim_files(results, row.a, k) for k in seeds]
+                d["files_b"] = [claim_files(results, row.b, k) for k in seeds]
+        out.append(d)
     return out
+
+
+def claims_inputs(plan: list[dict[str, Any]]) -> list[str]:
+    """Every file a claims plan reads, sorted, each once (the claims rule's inputs)."""
+    files = {f for row in plan for key in ("files_a", "files_b") for f in row.get(key, [])}
+    files |= {f for row in plan for fs in row.get("files_arms", []) for f in fs}
+    files |= {row["file"] for row in plan if row.get("file")}
+    return sorted(files)
 
 
 def claim_files(results: str, arm: Arm, k: int) -> str:

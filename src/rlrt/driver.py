@@ -63,6 +63,22 @@ def _parse(argv: list[str]):
         return None  # Snakemake itself says what is wrong with the command line
 
 
+def config_entry_problem(entries) -> str | None:
+    """Why a ``--config KEY=VALUE`` entry would stop Snakemake with a traceback (``None`` when none would): its
+    key is a top-level name (``rl.lr=...`` is not; a nested value is given as ``rl={lr: 1.0e-6}``)."""
+    import re
+
+    for entry in entries or []:
+        key, eq, _ = str(entry).partition("=")
+        if not eq:
+            return f"--config {entry}: give KEY=VALUE"
+        if not re.match(r"[a-zA-Z_][\w-]*\w$", key):
+            top, _, rest = key.partition(".")
+            hint = f"; a nested key is given as {top}={{{rest}: VALUE}}" if "." in key else ""
+            return f"--config {entry}: {key!r} is not a top-level config key{hint}"
+    return None
+
+
 # ---------------------------------------------------------------- 1. one run per working directory
 
 

@@ -1,7 +1,7 @@
 """How runs are named and coloured in every table and figure (one place, so they cannot disagree).
 
 A run id is a registered method, optionally with one setting (``rlrt@eps_w=0.5``, see
-:func:`rlrt.config.run_id`); its label is the method's display name from ``rlrt.methods.registry``
+:func:`rlrt.plan.run_id`); its label is the method's display name from ``rlrt.methods.registry``
 (``MethodSpec.display``) followed by the setting in parentheses: ``'rlrt@eps_w=0.5' -> 'RLRT (eps_w=0.5)'``.
 ``base`` (the untrained backbone, evaluated and analysed like a run) is not a method and has its own label.
 """
@@ -32,7 +32,7 @@ DEFAULT_COLOR = "#333333"
 def run_label(run: str) -> str:
     """Display label of a run id: ``'rlrt' -> 'RLRT'``, ``'grpo_eb' -> 'GRPO+EB'``,
     ``'rlrt@eps_w=0.5' -> 'RLRT (eps_w=0.5)'``, ``'base' -> 'base (untrained)'``."""
-    from rlrt.config import parse_run_id
+    from rlrt.plan import parse_run_id
     from rlrt.methods.registry import get_method
 
     if run == "base":

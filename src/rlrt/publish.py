@@ -86,7 +86,7 @@ def _name(path: str, results: str) -> str:
 
 def artifacts(outputs: Iterable[Output], cfg: dict) -> dict[str, dict]:
     """The checkpoints worth a name: Table 1's final RL models, the RLT teacher, the RLT-paper students."""
-    from rlrt.config import table1_methods
+    from rlrt.plan import table1_methods
 
     results = cfg["results"]
     table1 = {(b, m) for b in cfg["rl_backbones"] for m in table1_methods(cfg, b)}
@@ -111,11 +111,11 @@ def artifacts(outputs: Iterable[Output], cfg: dict) -> dict[str, dict]:
 
 def dvc_yaml(cfg: dict, outputs: Sequence[Output], configfiles: Sequence[str]) -> dict:
     """The dvc.yaml of a workflow config (its params, metrics, plots and artifacts)."""
-    from rlrt.config import fig8_splits, planned_runs
+    from rlrt.plan import fig8_splits, plain_runs
 
     results = cfg["results"]
     plots = []
-    for backbone, runs in planned_runs(cfg, with_claims=False).items():  # the claims' seed replicates: in the CSVs
+    for backbone, runs in plain_runs(cfg).items():  # the claims' seed replicates: in the CSVs
         plots.append({f"RL reward {backbone}": {
             "x": "step", "y": {f"{results}/plots/training/training_{backbone}.csv": list(runs)},
             "title": f"RL training reward (mean over rollouts), {backbone}", "x_label": "step",

@@ -98,7 +98,8 @@ def build_checkpoint(path: Path, seed: int = 0, steps: int = 150) -> Path:
 def job_config(method: str, model: str | os.PathLike) -> dict[str, Any]:
     """The rl job config the workflow would pass (rules/common.smk rl_cfg), config.yaml + paper.yaml + SMOKE."""
     from rlrt.backends.verl.cpu import cpu_overrides
-    from rlrt.config import load_overlay, merge_configs, method_config
+    from rlrt.config import load_overlay, merge_configs
+    from rlrt.plan import method_config
 
     cfg = merge_configs(load_overlay(ROOT / "config" / "paper.yaml"), copy.deepcopy(SMOKE))
     dump = Path(model).parent / f"dump_{method}"  # each step's rollouts and advantages (rlrt.dump_dir)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rlrt.backends.local.model import load_checkpoint, seed_everything
 from rlrt.backends.local.rollout import sample
-from rlrt.config import eval_engine
+from rlrt.plan import eval_engine
 from rlrt.io import read_problems, write_json
 from rlrt.metrics import summarize
 from rlrt.stages.common import parse, parser

@@ -37,7 +37,7 @@ def table1(evals: list[dict], backbones: list[str], methods: list[str], splits: 
     a cell is the mean over the seeds, and when any row has more than one seed every column gets a companion
     ``<metric> std`` column (sample std over seeds; NaN for a single seed) and the row's label says how many seeds.
     The Δ row compares the means."""
-    from rlrt.config import split_seed
+    from rlrt.plan import split_seed
 
     by_key: dict[tuple[str, str], list[dict]] = {}
     for e in evals:
