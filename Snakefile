@@ -31,17 +31,22 @@ include: "rules/artifacts.smk"
 
 
 # Jobs die with their driver (rlrt.driverwatch): the driver names itself to the jobs it starts (local execution).
+# The results tree's manifest (rlrt.manifest): every output's SHA-256, recorded by rlrt.io's writers in the jobs.
 onstart:
     mark_driver(workflow.local_exec)
+    init_manifest(R)
 
 
-# Deferred MLflow logging (tracking.deferred): the jobs' runs are logged once, here, whatever the outcome.
+# Deferred MLflow logging (tracking.deferred): the jobs' runs are logged once, here, whatever the outcome; and the
+# benchmark files Snakemake wrote (not through rlrt.io) recorded in the manifest.
 onsuccess:
     flush_tracking()
+    record_new(f"{R}/benchmarks")
 
 
 onerror:
     flush_tracking()
+    record_new(f"{R}/benchmarks")
 
 
 rule all:

@@ -5,6 +5,7 @@ import re
 
 from rlrt.codekey import code_key
 from rlrt.driverwatch import mark_driver
+from rlrt.manifest import init as init_manifest, record_new
 from rlrt.resources import job_gpus, job_resources
 from rlrt.resources import merged as merged_resources
 from rlrt.checks.backend import check_backend_installed, check_vllm_python

@@ -120,7 +120,8 @@ def test_fresh_clone_pulls_and_plans_zero_jobs(published, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(proj), str(clone)], tmp_path)
     assert not (clone / "results" / "tables" / "table1.csv").exists()
-    run([sys.executable, "-m", "rlrt.publish", "pull", "--configfile", *CI, "--repo", str(clone)], clone)
+    pulled = run([sys.executable, "-m", "rlrt.publish", "pull", "--configfile", *CI, "--repo", str(clone)], clone)
+    assert ": OK: " in pulled.stdout and " 0 altered, 0 missing, 0 unrecorded" in pulled.stdout  # the manifest
     for rel in ("results/tables/table1.csv", "results/runs/S-base/rlrt/model/model.safetensors",
                 "results/figures/fig5_training_curves.png"):
         assert (clone / rel).read_bytes() == (proj / rel).read_bytes(), rel

@@ -24,9 +24,9 @@ from typing import Iterable
 PACKAGE = "rlrt"
 ROOT = Path(__file__).resolve().parent  # src/rlrt
 
-NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress", "rlrt.driverwatch")
-"""Modules whose edits cannot change any stage's outputs: they log (MLflow), print progress, or stop a job whose
-driver has gone."""
+NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress", "rlrt.driverwatch", "rlrt.manifest")
+"""Modules whose edits cannot change any stage's outputs: they log (MLflow), print progress, stop a job whose
+driver has gone, or record and check outputs' hashes beside them (rlrt.manifest)."""
 
 
 def module_file(name: str) -> Path | None:

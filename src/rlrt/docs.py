@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 from collections import defaultdict
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from rlrt.config import ConfigError, load_overlay
+from rlrt.manifest import read_bytes as read_result_bytes
+from rlrt.manifest import read_text as read_result  # checked against the run's manifest (rlrt.manifest)
 from rlrt.tracking import git_commit
 
 BEGIN = "<!-- BEGIN interpretation -->"
@@ -87,7 +89,7 @@ def benchmark_totals(bench_dir: Path) -> dict[str, Any]:
     stages: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "peak_rss_mb": 0.0})
     starts, ends = [], []
     for tsv in sorted(bench_dir.rglob("*.tsv")):
-        with tsv.open() as f:
+        with io.StringIO(read_result(tsv)) as f:
             try:
                 row = next(csv.DictReader(f, delimiter="\t"))
                 s = float(row["s"])
@@ -149,8 +151,7 @@ def training_summary(curves_dir: Path) -> list[str]:
     files = sorted(curves_dir.glob("training_*.csv"))
     for f in files:
         backbone = f.stem.removeprefix("training_")
-        with f.open() as fh:
-            rows = list(csv.DictReader(fh))
+        rows = list(csv.DictReader(io.StringIO(read_result(f))))
         runs = [c for c in (rows[0].keys() if rows else []) if c != "step" and "+seed=" not in c]
         for run in runs:
             vals = [float(r[run]) for r in rows if r[run] not in ("", None)]
@@ -165,8 +166,9 @@ def training_summary(curves_dir: Path) -> list[str]:
 def reward_rank(path: Path) -> list[str]:
     """The reward-rank study (``rlt/reward_rank.json``): per rank the data set's mean RLT reward and the student's
     accuracy, and Pearson r of (rank, accuracy)."""
+    text = read_result(path)  # a ManifestError propagates as itself
     try:
-        rr = json.loads(path.read_text())
+        rr = json.loads(text)
         r = rr["pearson_r"]
         rows = [f"| {k} | {m:.2f} | {a:.1f} |" for k, m, a in zip(rr["ranks"], rr["mean_reward"], rr["accuracy"])]
     except (ValueError, KeyError, TypeError) as e:
@@ -228,7 +230,7 @@ def results_doc(results: Path, out_dir: Path, cfg: dict[str, Any], config_files:
            f"last job's end {_utc(bench['last_end'])} (a pause between an interrupted run and its rerun counts) |",
            ""]
     for heading, path in expected_tables(cfg):
-        out += [f"## {heading}", "", f"`{results}/{path}`:", "", _demote((results / path).read_text()), ""]
+        out += [f"## {heading}", "", f"`{results}/{path}`:", "", _demote(read_result(results / path)), ""]
         if path == "tables/rlt_table2.md":
             out += reward_rank(results / "rlt/reward_rank.json")
     training = training_summary(results / "plots" / "training")
@@ -314,7 +316,7 @@ def copy_figures(src: Path, dst: Path) -> None:
         if old.name not in figures:
             old.unlink()
     for name, f in figures.items():
-        shutil.copyfile(f, dst / name)
+        (dst / name).write_bytes(read_result_bytes(f))
 
 
 def _write(path: Path, text: str) -> None:

@@ -3,6 +3,10 @@
 Every stage writes through these helpers: the content goes to a temporary sibling first and is renamed into
 place only when complete (``os.replace`` is atomic on POSIX within one file system).
 
+Every output of a manifested results tree (``rlrt.manifest``) gets its SHA-256 recorded right after the rename,
+and the readers below check what they read against it: a result altered after it was written is a
+``rlrt.manifest.ManifestError`` naming the file, never a number silently carried into a table.
+
 Reads are strict: a defect of an input file (not UTF-8, invalid or truncated JSON, empty, a problem row without
 its question or answer) is a ValueError that names the file and line (``path:line: what is wrong``), never a
 silently shorter or wrong list of rows.
@@ -19,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from rlrt import manifest
+
 log = logging.getLogger("rlrt.io")
 
 
@@ -31,7 +37,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        commit = manifest.prepare(path, tmp)  # the finished bytes' SHA-256, recorded after the rename
         os.replace(tmp, path)
+        if commit:
+            commit()
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -48,9 +57,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        commit = manifest.prepare(path, tmp)  # every file's SHA-256, recorded after the rename
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        if commit:
+            commit()
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -73,8 +85,9 @@ def _utf8(raw: bytes, path: str | os.PathLike, lineno: int, offset: int = 0) -> 
 
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON value in ``path`` (UTF-8). A missing file raises FileNotFoundError; invalid UTF-8 or invalid JSON
-    (an empty or truncated file included) a ValueError starting ``path:line:``."""
-    raw = Path(path).read_bytes()
+    (an empty or truncated file included) a ValueError starting ``path:line:``; bytes that differ from the
+    manifest's record (``rlrt.manifest.check``) a ``ManifestError`` (a ValueError) naming the file."""
+    raw = manifest.read_bytes(path)
     text = _utf8(raw, path, 1)
     try:
         return json.loads(text)
@@ -104,6 +117,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     Every defect is a ValueError starting ``path:line:`` -- bytes that are not UTF-8, a line that is not JSON (a
     last line without its newline is reported as truncated: a file cut off mid-write), a value that is not an
     object. A missing file raises FileNotFoundError naming it. An empty file yields nothing (see ``read_jsonl``)."""
+    manifest.check(path)
     offset = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -158,6 +172,7 @@ def read_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
 
         if not path.is_file():
             raise FileNotFoundError(f"{path}: problem file does not exist")
+        manifest.check(path)
         try:
             numbered = list(enumerate(pq.read_table(path).to_pylist()))
         except pa.ArrowException as e:

@@ -16,6 +16,10 @@ Two facts keep Snakemake from rerunning anything afterwards:
 * ``pull`` (``make pull``, in a fresh clone) checks the artifacts out first and the leaves after them, so every
   output is newer than any pulled input; Snakemake does not rerun a job only because an intermediate file that
   nothing asks for is missing.
+
+The manifest (``<results>/.manifest``, :mod:`rlrt.manifest`: every output's SHA-256, recorded when it was written)
+is published with them: ``publish`` refuses a tree that does not verify, and ``pull`` verifies what it brought back
+(each pulled file against its recorded hash, every published path present) and fails when anything differs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import yaml
+
+from rlrt import manifest
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = """\
@@ -157,15 +163,26 @@ def publish(repo: str | os.PathLike, configfiles: Sequence[str], push: bool = Tr
         raise SystemExit(f"publish: the run is not complete ({len(missing)} outputs missing, e.g. {missing[0]}); "
                          "run `make run` first")
     cfg = load_config(repo, configfiles)
+    results = Path(repo, cfg["results"])
+    try:  # a published run must be one whose every result matches its manifest: `make pull` checks it
+        report = manifest.verify(results)
+    except manifest.ManifestError as e:
+        raise SystemExit(f"publish: {e}") from None
+    if not report.ok:
+        raise SystemExit("publish: the results tree does not match its manifest; not publishing it:\n"
+                         + "\n".join(report.lines()))
     paths = sorted(set(leaves(outputs)) | {a["path"] for a in artifacts(outputs, cfg).values()})
+    paths.append(f"{cfg['results']}/{manifest.MANIFEST}")  # every output's SHA-256, for `make pull` to verify
     _dvc("add", "--quiet", *paths, cwd=repo)
     if push:
         _dvc("push", "--quiet", cwd=repo)
     return paths
 
 
-def pull(repo: str | os.PathLike, configfiles: Sequence[str]) -> None:
-    """``dvc pull`` in a fresh clone: the artifacts first, then every other tracked output (newer than them)."""
+def pull(repo: str | os.PathLike, configfiles: Sequence[str]) -> manifest.Report:
+    """``dvc pull`` in a fresh clone: the artifacts first, then every other tracked output (newer than them) and
+    the manifest; then the pulled tree is checked against the manifest (:func:`rlrt.manifest.verify`, limited to
+    what was published) and the report returned (``main`` exits 1 when it is not clean)."""
     cfg = load_config(repo, configfiles)
     tracked = sorted(str(p.relative_to(repo)) for p in Path(repo, cfg["results"]).rglob("*.dvc"))
     firsts = {f"{a['path']}.dvc" for a in artifacts(dag_outputs(repo, configfiles), cfg).values()}
@@ -175,6 +192,9 @@ def pull(repo: str | os.PathLike, configfiles: Sequence[str]) -> None:
     rest = [t for t in tracked if t not in firsts]
     if rest:
         _dvc("pull", "--quiet", *rest, cwd=repo)
+    results = Path(repo, cfg["results"])
+    published = [os.path.relpath(Path(repo, t[: -len(".dvc")]), results) for t in tracked]
+    return manifest.verify(results, published=published)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +215,13 @@ def main(argv: list[str] | None = None) -> None:
         paths = publish(repo, a.configfile, push=not a.no_push)
         print(f"published {len(paths)} outputs" + ("" if a.no_push else " (dvc push done)"))
     else:
-        pull(repo, a.configfile)
+        try:
+            report = pull(repo, a.configfile)
+        except manifest.ManifestError as e:  # a run published before manifests
+            raise SystemExit(f"pull: cannot verify the pulled tree: {e}") from None
+        print("\n".join(report.lines()))
+        if not report.ok:
+            raise SystemExit("pull: the pulled results do not match the manifest they were published with")
 
 
 if __name__ == "__main__":
