@@ -90,12 +90,9 @@ def flush_tracking():
     spool = os.environ.get("RLRT_MLFLOW_SPOOL")
     if not TRACK or not spool or not os.path.isdir(spool) or not any(p.endswith(".json") for p in os.listdir(spool)):
         return
-    os.makedirs(f"{R}/logs", exist_ok=True)
-    log = f"{R}/logs/mlflow_flush.log"
-    rc = os.system(f"{PYTHON} -m rlrt.tracking --flush {spool} >> {log} 2>&1")
-    with open(log) as f:
-        last = (f.read().strip().splitlines() or [""])[-1]
-    print(f"{last}  (log: {log})" if rc == 0 else f"mlflow: flushing {spool} failed (exit {rc}); see {log}")
+    from rlrt.tracking import run_flush  # no shell: no quoting; a failure's line says why (full disk included)
+
+    print(run_flush(spool, f"{R}/logs/mlflow_flush.log", PYTHON)[1])
 # envs/rlrt.yaml installs this checkout (`-e ${RLRT_ROOT}`): Snakemake copies the file under .snakemake/conda/,
 # so a path relative to it would miss the repository; conda's pip expands the variable from this environment.
 os.environ["RLRT_ROOT"] = str(workflow.basedir)

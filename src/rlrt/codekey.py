@@ -24,9 +24,10 @@ from typing import Iterable
 PACKAGE = "rlrt"
 ROOT = Path(__file__).resolve().parent  # src/rlrt
 
-NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress", "rlrt.driverwatch", "rlrt.manifest")
+NO_OUTPUT_EFFECT = ("rlrt.tracking", "rlrt.progress", "rlrt.driverwatch", "rlrt.manifest", "rlrt.joblog")
 """Modules whose edits cannot change any stage's outputs: they log (MLflow), print progress, stop a job whose
-driver has gone, or record and check outputs' hashes beside them (rlrt.manifest)."""
+driver has gone, record and check outputs' hashes beside them (rlrt.manifest), or write a failed job's cause to
+its log (rlrt.joblog)."""
 
 
 def module_file(name: str) -> Path | None:

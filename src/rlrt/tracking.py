@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -374,6 +375,49 @@ def _root_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
+def run_flush(spool: str | os.PathLike, log_file: str | os.PathLike, python: str = "python") -> tuple[int, str]:
+    """Run ``python -m rlrt.tracking --flush <spool>`` as a child of the Snakemake driver (its ``onsuccess`` /
+    ``onerror``: rules/common.smk), appending its output to ``log_file``; return (its exit code, the line for the
+    driver to print). A failure's line says why: the log's last line, or, where the log got nothing (its disk is
+    full: the flush then writes the cause to the driver's stderr, rlrt.joblog), the disk's free space. Never
+    raises: tracking never fails the workflow."""
+    from rlrt.joblog import disk_note
+
+    log_file = Path(log_file)
+    start = 0
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "ab")
+        start = out.tell()
+    except OSError as e:
+        out = None  # the flush's output then goes to the driver's own stderr
+        print(f"mlflow: cannot open {log_file} ({e}); the flush writes to this terminal", file=sys.stderr)
+    try:
+        rc = subprocess.run([python, "-m", "rlrt.tracking", "--flush", str(spool)], stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT if out else None).returncode
+    except OSError as e:
+        return 127, f"mlflow: flushing {spool} failed: cannot run {python} ({e})"
+    finally:
+        if out is not None:
+            out.close()
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        lines = []
+    failed = [ln for ln in lines if ln.startswith("[rlrt] mlflow flush failed:")]  # rlrt.joblog's cause line
+    last = (failed or [ln for ln in lines if not ln.startswith("[rlrt] mlflow flush: started")] or [""])[-1]
+    disk = disk_note(log_file)
+    if rc == 0:
+        if last:
+            return rc, f"{last}  (log: {log_file})"
+        return rc, (f"mlflow: the flush of {spool} wrote nothing to its log {log_file}"
+                    + (f" ({disk}); what it could not write is above, on stderr" if disk else ""))
+    why = last or f"its log {log_file} is empty" + (f" ({disk}; the cause is above, on stderr)" if disk else "")
+    return rc, f"mlflow: flushing {spool} failed (exit {rc}): {why}; see {log_file}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m rlrt.tracking --cfg '<tracking json>'``: create the store and experiment (rule mlflow_init);
     ``python -m rlrt.tracking --flush <spool folder>``: log the deferred runs (the workflow's end)."""
@@ -385,8 +429,15 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--cfg")
     g.add_argument("--flush")
     args = p.parse_args(argv)
+    if argv is None:  # a job (mlflow_init) or the driver's flush: a failure writes its cause (rlrt.joblog)
+        from rlrt.joblog import install
+
+        store = os.environ.get("MLFLOW_TRACKING_URI", "")
+        install("mlflow flush" if args.flush else "mlflow_init",
+                [args.flush] if args.flush else [store[len("sqlite:///"):]] if store.startswith("sqlite:///") else [])
     if args.flush:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            stream=sys.stderr)
         logged, left = flush(args.flush)
         print(f"mlflow: logged {logged} deferred run(s) from {args.flush}" + (f", {left} left (see warnings)"
                                                                             if left else ""))
