@@ -68,8 +68,8 @@ if "heatmaps" in ANALYSIS:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_heatmaps --cfg {params.cfg:q} --threads {threads} "
-            "--model {input.model} --data {input.data} --out-png {output.png} --out-html {output.html} "
-            "--out-json {output.json} > {log} 2>&1"
+            "--model {input.model:q} --data {input.data:q} --out-png {output.png:q} --out-html {output.html:q} "
+            "--out-json {output.json:q} > {log:q} 2>&1"
 
 
 if "markers" in ANALYSIS:
@@ -106,8 +106,8 @@ if "markers" in ANALYSIS:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_markers --cfg {params.cfg:q} --threads {threads} "
-            "--model {input.model} --data {input.data} --out-csv {output.csv} --out-md {output.md} "
-            "--out-png {output.png} --out-scores {output.scores} --out-json {output.json} > {log} 2>&1"
+            "--model {input.model:q} --data {input.data:q} --out-csv {output.csv:q} --out-md {output.md:q} "
+            "--out-png {output.png:q} --out-scores {output.scores:q} --out-json {output.json:q} > {log:q} 2>&1"
 
 
 if "reflection" in ANALYSIS:
@@ -142,9 +142,9 @@ if "reflection" in ANALYSIS:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_reflection --cfg {params.cfg:q} --threads {threads} "
-            "--base {input.base} --models {input.models} --checkpoints {input.checkpoints} --data {input.data} "
-            "--out-png {output.png} --out-flips {output.flips} --out-records {output.records} "
-            "--out-json {output.json} > {log} 2>&1"
+            "--base {input.base:q} --models {input.models:q} --checkpoints {input.checkpoints:q} --data {input.data:q} "
+            "--out-png {output.png:q} --out-flips {output.flips:q} --out-records {output.records:q} "
+            "--out-json {output.json:q} > {log:q} 2>&1"
 
 
 if "shift" in ANALYSIS:
@@ -176,5 +176,5 @@ if "shift" in ANALYSIS:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.analysis_shift --cfg {params.cfg:q} --threads {threads} "
-            "--base {input.base} --models {input.models} --data {input.data} --out-png {output.png} "
-            "--out-json {output.json} > {log} 2>&1"
+            "--base {input.base:q} --models {input.models:q} --data {input.data:q} --out-png {output.png:q} "
+            "--out-json {output.json:q} > {log:q} 2>&1"

@@ -29,9 +29,9 @@ rule summaries:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.summaries --results {R} "
-        "--evals {input.evals} --runs {input.runs} --passk {input.passk} --out-metrics {output.metrics} "
-        "--out-curves {output.curves} --out-passk {output.passk} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.summaries --results {R:q} "
+        "--evals {input.evals:q} --runs {input.runs:q} --passk {input.passk:q} --out-metrics {output.metrics:q} "
+        "--out-curves {output.curves:q} --out-passk {output.passk:q} > {log:q} 2>&1"
 
 
 localrules:

@@ -13,12 +13,16 @@ def backbone_inputs(wildcards):
 
 
 def backbone_source_args(wildcards, input):
+    """The shell arguments naming the backbone's sources, each path shell-quoted (the rule inserts them as they
+    are; a plain path quotes to itself, so the param, and with it the job, stays what it was)."""
+    from shlex import quote
+
     keys = input.keys()
-    args = [f"--data {input.data}"] if "data" in keys else []
+    args = [f"--data {quote(input.data)}"] if "data" in keys else []
     if "tokenizer" in keys:
-        args.append(f"--tokenizer {input.tokenizer}")
+        args.append(f"--tokenizer {quote(input.tokenizer)}")
     if "parent" in keys:
-        args.append(f"--parent {input.parent}")
+        args.append(f"--parent {quote(input.parent)}")
     return " ".join(args)
 
 
@@ -43,4 +47,4 @@ rule backbone:
         ENV
     shell:
         "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.backbone --cfg {params.cfg:q} --threads {threads} "
-        "{params.source} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        "{params.source} --out {output.model:q} --metrics {output.metrics:q} > {log:q} 2>&1"

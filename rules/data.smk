@@ -20,7 +20,7 @@ rule prepare_data:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_data --cfg {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 def eval_split_files(wildcards):
@@ -52,7 +52,7 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --exclude {input.exclude} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.prepare_dataset --cfg {params.cfg:q} --exclude {input.exclude:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenizer:
@@ -73,7 +73,7 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tokenizer --cfg {params.cfg:q} --train {input.train} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tokenizer --cfg {params.cfg:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule mlflow_init:
@@ -88,4 +88,4 @@ rule mlflow_init:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.tracking --cfg {params.cfg:q} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.tracking --cfg {params.cfg:q} > {log:q} 2>&1"

@@ -23,8 +23,8 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-        "--data {input.data} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON:q} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 def fig8_ks():
@@ -58,5 +58,5 @@ rule evaluate_passk:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-        "--data {input.data} --out {output} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON:q} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--data {input.data:q} --out {output:q} > {log:q} 2>&1"

@@ -58,8 +58,8 @@ rule table1:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table1 --cfg {params.cfg:q} --evals {input.evals} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table1 --cfg {params.cfg:q} --evals {input.evals:q} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
 rule table3:
@@ -79,8 +79,8 @@ rule table3:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table3 --cfg {params.cfg:q} --evals {input.evals} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table3 --cfg {params.cfg:q} --evals {input.evals:q} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
 rule table4:
@@ -99,8 +99,8 @@ rule table4:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table4 --cfg '{{}}' --out-csv {output.csv} --out-md {output.md} "
-        "> {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table table4 --cfg '{{}}' --out-csv {output.csv:q} --out-md {output.md:q} "
+        "> {log:q} 2>&1"
 
 
 rule sweeps_table:
@@ -120,8 +120,8 @@ rule sweeps_table:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table sweeps --cfg {params.cfg:q} --runs {input.runs} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --table sweeps --cfg {params.cfg:q} --runs {input.runs:q} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
 rule fig5:
@@ -140,8 +140,8 @@ rule fig5:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig5 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
-        "> {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig5 --cfg {params.cfg:q} --runs {input.runs:q} --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule fig8:
@@ -160,8 +160,8 @@ rule fig8:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig8 --cfg {params.cfg:q} --evals {input.evals} --out {output} "
-        "> {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig8 --cfg {params.cfg:q} --evals {input.evals:q} --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule fig9:
@@ -181,5 +181,5 @@ rule fig9:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig9 --cfg {params.cfg:q} --runs {input.runs} --out {output} "
-        "> {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --figure fig9 --cfg {params.cfg:q} --runs {input.runs:q} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -24,6 +24,6 @@ rule rl:
     conda:
         ENV
     shell:
-        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-        "--data {input.data} --out {output.model} --checkpoints {output.checkpoints} --metrics {output.metrics} "
-        "> {log} 2>&1"
+        "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+        "--data {input.data:q} --out {output.model:q} --checkpoints {output.checkpoints:q} --metrics {output.metrics:q} "
+        "> {log:q} 2>&1"

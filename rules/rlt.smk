@@ -89,8 +89,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_data --cfg {params.cfg:q} --train {input.train} "
-            "--out-dir {params.out_dir} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_data --cfg {params.cfg:q} --train {input.train:q} "
+            "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
     rule rlt_teacher_sft:
         input:
@@ -113,8 +113,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_teacher_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-            "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_teacher_sft --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+            "--data {input.data:q} --out {output.model:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
     rule rlt_teacher_rl:
         input:
@@ -139,8 +139,8 @@ if RLT:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_teacher_rl --cfg {params.cfg:q} --threads {threads} "
-            "--teacher {input.teacher} --student {input.student} --data {input.data} --out {output.model} "
-            "--metrics {output.metrics} > {log} 2>&1"
+            "--teacher {input.teacher:q} --student {input.student:q} --data {input.data:q} --out {output.model:q} "
+            "--metrics {output.metrics:q} > {log:q} 2>&1"
 
     rule rlt_distill:
         """The RL'd teacher's raw explanations: the main task's questions, and countdown zero-shot."""
@@ -167,8 +167,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_distill --cfg {params.cfg:q} --threads {threads} --teacher {input.teacher} "
-            "--data {input.data} --out {output.traces} --summary {output.summary} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_distill --cfg {params.cfg:q} --threads {threads} --teacher {input.teacher:q} "
+            "--data {input.data:q} --out {output.traces:q} --summary {output.summary:q} > {log:q} 2>&1"
 
     rule rlt_reward_rank_data:
         input:
@@ -197,8 +197,8 @@ if RLT:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_reward_rank --cfg {params.cfg:q} --threads {threads} "
-            "--teacher {input.teacher} --student {input.student} --data {input.data} --out-dir {params.out_dir} "
-            "--summary {output.summary} > {log} 2>&1"
+            "--teacher {input.teacher:q} --student {input.student:q} --data {input.data:q} --out-dir {params.out_dir:q} "
+            "--summary {output.summary:q} > {log:q} 2>&1"
 
     rule rlt_student_sft:
         input:
@@ -226,9 +226,9 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_student_sft --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-            "--traces {input.traces} --questions {input.questions} --out {output.model} "
-            "--metrics {output.metrics} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rlt_student_sft --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+            "--traces {input.traces:q} --questions {input.questions:q} --out {output.model:q} "
+            "--metrics {output.metrics:q} > {log:q} 2>&1"
 
     def rlt_rl_cfg(w):
         rl = {**config["rl"], **RLT["cold_start"], "save_steps": []}
@@ -262,8 +262,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-            "--data {input.data} --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.rl --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+            "--data {input.data:q} --out {output.model:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
     rule rlt_evaluate:
         input:
@@ -290,8 +290,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model} "
-            "--data {input.data} --out {output} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {EVAL_PYTHON:q} -m rlrt.stages.evaluate --cfg {params.cfg:q} --threads {threads} --model {input.model:q} "
+            "--data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
     rule rlt_table1:
         """Students distilled from RLT vs reference traces, full data vs the small subset (RLT paper Table 1)."""
@@ -313,8 +313,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table1 --evals {input.evals} "
-            "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table1 --evals {input.evals:q} "
+            "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
     rule rlt_table2:
         """Cold-start RL: GRPO from the untrained student vs from students distilled on RLT / reference traces."""
@@ -335,8 +335,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table2 --evals {input.evals} "
-            "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.tables --cfg {params.cfg:q} --table rlt_table2 --evals {input.evals:q} "
+            "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
     rule rlt_countdown_figure:
         """Out-of-domain transfer (RLT paper Fig. 5 left): countdown accuracy of each student."""
@@ -355,8 +355,8 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_countdown --evals {input.evals} "
-            "--out {output} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_countdown --evals {input.evals:q} "
+            "--out {output:q} > {log:q} 2>&1"
 
     rule rlt_reward_rank_figure:
         """Reward-rank study (RLT paper Fig. 5 right): student accuracy per reward rank, Pearson r."""
@@ -378,5 +378,5 @@ if RLT:
         conda:
             ENV
         shell:
-            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_reward_rank --evals {input.evals} "
-            "--ranks {input.ranks} --out {output.png} --out-json {output.json} > {log} 2>&1"
+            "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.figures --cfg {params.cfg:q} --figure rlt_reward_rank --evals {input.evals:q} "
+            "--ranks {input.ranks:q} --out {output.png:q} --out-json {output.json:q} > {log:q} 2>&1"

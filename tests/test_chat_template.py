@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -287,9 +288,10 @@ def test_job_configs_carry_the_kwargs_of_their_backbone_only(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = []
         for ln in (proc.stdout + proc.stderr).splitlines():
-            m = re.search(r"-m (rlrt\.stages\.\w+) .*?--cfg '(\{.*?\})' ", ln)
-            if m:
-                out.append((m.group(1), json.loads(m.group(2))))
+            if not re.search(r"-m rlrt\.stages\.\w+ .*--cfg ", ln):
+                continue
+            words = shlex.split(ln)  # the rules quote every value (:q), so read the line as the shell does
+            out.append((words[words.index("-m") + 1], json.loads(words[words.index("--cfg") + 1])))
         return out
 
     def backbone(stage: str, c: dict) -> str | None:

@@ -410,7 +410,8 @@ def test_make_checks_the_configfile_before_snakemake(tmp_path):
         body = makefile.split(f"\n{target}: setup\n", 1)[1].split("\n\n", 1)[0]
         first, second = body.strip().splitlines()[:2]
         # then Snakemake, through rlrt.driver (which execs it after its recovery checks)
-        assert first.strip() == "$(BIN)/python -m rlrt.config $(CONFIG)" and "-m rlrt.driver" in second, target
+        assert first.strip() == "$(BIN)/python -m rlrt.config $(call q,$(CONFIG))", target  # (quoted: test_quoting.py)
+        assert "-m rlrt.driver" in second, target
     proc = subprocess.run([sys.executable, "-m", "rlrt.config", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
