@@ -1,9 +1,10 @@
-# The claims study: each headline claim of both papers over `claims.seeds` seeds, with a paired bootstrap
-# interval and a verdict. The plan (which arms, which seeded runs) is rlrt.claims; the seeded RL runs
+# The claims study: each headline claim of both papers over `claims.seeds` seeds, with a t interval over seeds
+# (rlrt.analysis.claims) and a verdict, beside the paper's own number (config/paper_numbers.yaml). The plan
+# (which arms, which seeded runs) is rlrt.claims; the seeded RL runs
 # (<run>+seed=<k>) come from rules/rl.smk and rules/evaluate.smk through RUNS, the seeded RLT students from
 # rules/rlt.smk; this file only gathers their evaluations into the table.
 
-from rlrt.claims import claim_files, claim_rows
+from rlrt.claims import claims_inputs, claims_plan
 
 CLAIMS = config.get("claims")
 
@@ -14,28 +15,14 @@ if CLAIMS:
 
     ALL_OUTPUTS.extend([f"{R}/tables/claims.csv", f"{R}/tables/claims.md", f"{R}/figures/claims.png"])
 
-    def claims_plan():
-        """The rows of rlrt.claims with the evaluation file of every seed of every arm."""
-        seeds = range(CLAIMS["seeds"])
-        rows = []
-        for row in claim_rows(config):
-            d = row.as_dict()
-            if not row.missing:
-                if row.arms:
-                    d["files_arms"] = [[claim_files(R, arm, k) for k in seeds] for arm in row.arms]
-                else:
-                    d["files_a"] = [claim_files(R, row.a, k) for k in seeds]
-                    d["files_b"] = [claim_files(R, row.b, k) for k in seeds]
-            rows.append(d)
-        return rows
-
-    CLAIMS_PLAN = claims_plan()
+    CLAIMS_PLAN = claims_plan(config, R)  # the rows with the evaluation file of every seed of every arm
 
     rule claims:
-        """Claims table and figure: paired differences over seeds x problems, 95 % bootstrap intervals, verdicts."""
+        """Claims table and figure: paired differences over seeds x problems, 95 % t intervals over seeds, verdicts,
+        the papers' numbers beside ours."""
         input:
-            evals=sorted({f for row in CLAIMS_PLAN for key in ("files_a", "files_b") for f in row.get(key, [])}
-                         | {f for row in CLAIMS_PLAN for fs in row.get("files_arms", []) for f in fs}),
+            evals=claims_inputs(CLAIMS_PLAN),
+            paper=f"{workflow.basedir}/config/paper_numbers.yaml",  # the papers' own numbers, cited
         output:
             csv=report(f"{R}/tables/claims.csv", caption="../workflow/report/claims.rst", category="Claims",
                        subcategory="Tables", labels={"result": "claims table: verdict per claim over seeds"}),
@@ -54,4 +41,5 @@ if CLAIMS:
             ENV
         shell:
             "RLRT_RULE={rule} RLRT_WILDCARDS='{wildcards}' {PYTHON} -m rlrt.stages.claims --cfg {params.cfg:q} "
-            "--out-csv {output.csv} --out-md {output.md} --out-png {output.png} > {log} 2>&1"
+            "--paper {input.paper:q} --out-csv {output.csv:q} --out-md {output.md:q} --out-png {output.png:q} "
+            "> {log:q} 2>&1"

@@ -27,7 +27,9 @@ if RLT:
     RLT_RANKS = RLT_MODELS["reward_rank"]
 
     def rlt_model(student, model):
-        return checkpoint_dir(student) if model == "base" else f"{R}/rlt/students/{student}/{model}/model"
+        # "base+seed=1": the init of a claims replicate of cdgrpo-base -- the untrained backbone, which has no seed
+        base = split_seed(model)[0] == "base"
+        return checkpoint_dir(student) if base else f"{R}/rlt/students/{student}/{model}/model"
 
     def rlt_evals(student, models, task="arithmetic"):
         return [f"{R}/rlt/eval/{student}/{m}/{task}.json" for m in models]
@@ -51,8 +53,8 @@ if RLT:
         student=_alternatives(ALL_BACKBONES),
         sftdata=r"(rlt|rlt_small|reference|reference_small|countdown|rank[0-9]+)(\+seed=[0-9]+)?",
         rltask="grpo|cdgrpo",
-        init="base|sft-[a-z0-9_]+",
-        model=r"base|sft-[a-z0-9_]+(\+seed=[0-9]+)?|(cd)?grpo-(base|sft-[a-z0-9_]+)",
+        init=r"(base|sft-[a-z0-9_]+)(\+seed=[0-9]+)?",  # a claims replicate: grpo-sft-rlt+seed=1 from sft-rlt+seed=1
+        model=r"(base|sft-[a-z0-9_]+|(cd)?grpo-(base|sft-[a-z0-9_]+))(\+seed=[0-9]+)?",
         task="arithmetic|countdown",
         trace_set="arithmetic|countdown",
 
@@ -235,7 +237,7 @@ if RLT:
         return {"rl": rl, "method": "grpo", "run": f"{w.rltask}-{w.init}",
                 "method_cfg": run_config(config, w.student, "grpo"),
                 "backbone": {"name": w.student, "kind": config["backbones"][w.student]["kind"]},
-                "max_response_length": RLT["max_response_length"], "seed": config["seed"],
+                "max_response_length": RLT["max_response_length"], "seed": run_seed(config, w.init),
                 "grader_workers": config["rl"].get("grader_workers", 1), "tracking": TRACK,
                 "task": "countdown" if w.rltask == "cdgrpo" else "arithmetic", "stage": "rlt_rl",
                 **backend_cfg("rlt_train", w.student)}

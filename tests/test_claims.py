@@ -145,12 +145,12 @@ def test_claims_plan_of_the_default_config():
 
     cfg = _cfg()
     rows = claim_rows(cfg)
-    assert sorted({r.claim for r in rows}) == list(range(0, 9)) and not [r for r in rows if r.missing]
+    assert sorted({r.claim for r in rows}) == list(range(0, 16)) and not [r for r in rows if r.missing]
     by = {(r.claim, r.where): r for r in rows}
     # 0, the learning check: GRPO vs the untrained backbone on each claims backbone, pooled then one row per split
     learn = [r for r in rows if r.claim == 0]
     assert [(r.where, r.a.run, r.b.run, r.split) for r in learn] == [
-        (w, "grpo", "base", s) for b in ("S-base", "M-base")
+        (w, "grpo", "base", s) for b in ("S-base", "M-base", "S-instruct", "M-thinking")
         for w, s in ((f"{b}, test + test_hard", None), (f"{b}, test", "test"), (f"{b}, test_hard", "test_hard"))]
     assert (by[1, "S-base"].a.run, by[1, "S-base"].b.run, by[1, "S-base"].direction) == ("rlrt", "grpo", 1)
     assert (by[2, "M-base"].a.run, by[2, "M-base"].b.run) == ("rlrt", "rlsd")
@@ -161,8 +161,13 @@ def test_claims_plan_of_the_default_config():
     assert {(r.a.run, r.b.run) for r in eps} == {("rlrt", "rlrt@eps_w=0.2")}
     collapse = [r for r in rows if r.claim == 5]
     assert {(r.a.run, r.b.run, r.direction) for r in collapse} == {("sdpo", "base", -1), ("srpo", "base", -1)}
-    assert {(r.a.kind, r.b.run) for r in rows if r.claim == 6} == {("passk", "grpo"), ("passk", "grpo_eb"),
-                                                                   ("passk", "diver")}
+    # claim 6 at k = 1, 16, 256 (Fig 8's n is 256), against each of the three
+    assert {(r.a.kind, r.b.run, r.k) for r in rows if r.claim == 6} == {
+        ("passk", m, k) for m in ("grpo", "grpo_eb", "diver") for k in (1, 16, 256)}
+    # claims 1, 2 (and 4, 5) stay on the base models; 13 takes the post-trained ones
+    assert {r.a.backbone for r in rows if r.claim in (1, 2, 4, 5)} == {"S-base", "M-base"}
+    assert {(r.a.backbone, r.b.run) for r in rows if r.claim == 13} == {
+        (b, m) for b in ("S-instruct", "M-thinking") for m in ("grpo", "rlsd")}
     assert [a.run for a in by[8, "S-base (4 ranks)"].arms] == ["sft-rank1", "sft-rank2", "sft-rank3", "sft-rank4"]
     runs = claim_runs(cfg)
     assert "grpo+seed=1" in runs["S-base"] and "grpo+seed=2" in runs["S-base"]
@@ -180,7 +185,7 @@ def test_a_claim_the_config_does_not_plan_is_a_row_that_says_so():
     del cfg["experiments"]["fig8"]
     cfg["rlt"] = None
     rows = {r.claim: r for r in claim_rows(cfg) if r.missing}
-    assert set(rows) == {6, 7, 8} and "fig8" in rows[6].missing and "rlt" in rows[7].missing
+    assert set(rows) == {6, 7, 8, 14, 15} and "fig8" in rows[6].missing and "rlt" in rows[7].missing
 
 
 def test_claims_backbones_must_be_rl_backbones():

@@ -16,7 +16,10 @@ from rlrt.config import ConfigError, load, load_overlay, merge_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "config" / "config.yaml"
-OVERLAYS = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "config.yaml")
+# config/*.yaml files that are data, not overlays
+NOT_OVERLAYS = {"paper_numbers.yaml": "the papers' own numbers, cited, read by the claims stage (rlrt.paper_numbers)"}
+OVERLAYS = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "config.yaml"
+                  and p.name not in NOT_OVERLAYS)
 
 CASES = {
     "nested dicts merge": ({"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": 0}, {"a": {"y": {"q": 3}}},

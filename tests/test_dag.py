@@ -119,15 +119,22 @@ def test_no_resume_state_outlives_its_job(dag_run):
 
 @pytest.mark.slow
 def test_claims_table_covers_every_claim_over_the_configured_seeds(dag_run):
-    """claims.csv: the learning check (0) and every claim 1-8 tested (ci: 2 seeds on S-base), each row a verdict of
+    """claims.csv: the learning check (0) and every claim 1-15 tested (ci: 2 seeds on S-base), each row a verdict of
     the three kinds, an interval around its point estimate; the seeded replicates were trained as their own runs
     with their own seeds."""
     import json
 
-    from rlrt.config import derive_seed
+    from rlrt.plan import derive_seed
 
     df = pd.read_csv(dag_run / "results" / "tables" / "claims.csv")
-    assert sorted(set(df["claim"])) == list(range(0, 9))
+    assert sorted(set(df["claim"])) == list(range(0, 16))  # issue 36: 9-15 too
+    # ci trains no post-trained claims backbone (13), and its analyses' tiny models may leave Fig 6 / 7 without a
+    # wrong rollout or a high-divergence position (9-12): those rows say why; every other claim is scored
+    untested = df[df["verdict"] == "not tested"]
+    assert set(untested["claim"]) <= {9, 10, 11, 12, 13} and untested["note"].str.len().min() > 0
+    studies = df[df["claim"].isin([9, 10, 11, 12]) & (df["verdict"] != "not tested")]
+    assert (studies["seeds"] == 1).all()  # the analyses study seed 0's checkpoints: intervals over problems
+    df = df[(df["verdict"] != "not tested") & ~df["claim"].isin([9, 10, 11, 12])]
     learn = df[df["claim"] == 0].set_index("where")
     # ci: 8 problems per split; the pooled row has both splits', each split row its own
     assert learn["problems"].to_dict() == {"S-base, test + test_hard": 16, "S-base, test": 8, "S-base, test_hard": 8}

@@ -32,6 +32,24 @@ def js_grid(points: int = 81) -> np.ndarray:
     return np.logspace(-5, np.log10(np.log(2.0)), points)
 
 
+def per_prompt_shift(stats: list[dict], prompt_of: list[int], n_prompts: int, threshold: float,
+                     probs: list[float]) -> dict:
+    """Per prompt, over its rollouts' positions with JS > ``threshold``: ``overlap_k`` (the mean top-K overlap at
+    the largest k), ``tail`` (per threshold of ``probs``, the fraction whose new top-1 had base probability below
+    it) and ``n_high``; NaN where a prompt has no such position. ``stats[i]`` is pick i's per-position arrays,
+    ``prompt_of[i]`` its prompt."""
+    out = {"overlap_k": [], "tail": [], "n_high": []}
+    for g in range(n_prompts):
+        mine = [st for st, p in zip(stats, prompt_of) if p == g]
+        js = np.concatenate([st["js"] for st in mine]) if mine else np.zeros(0)
+        ov = np.concatenate([st["overlap"] for st in mine]) if mine else np.zeros((0, 1))
+        top1 = np.concatenate([st["top1_base_prob"] for st in mine]) if mine else np.zeros(0)
+        out["overlap_k"].append(float(overlap_curve(ov, js, threshold)[-1]) if len(js) else float("nan"))
+        out["tail"].append(tail_fractions(top1, js, threshold, probs).tolist())
+        out["n_high"].append(int((js > threshold).sum()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--base", required=True, help="base checkpoint (π_base)")
@@ -86,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                 "ccdf": ccdf(js, grid).tolist(), "overlap": overlap_curve(overlap, js, threshold).tolist(),
                 "tail": tail_fractions(top1, js, threshold, probs).tolist(),
                 "accuracy_on_hard": float(groups.correct.mean()),
+                # per hard prompt (its rollouts' positions pooled): what the claims table compares between runs
+                "per_prompt": per_prompt_shift(stats, [g for g, _ in picks], len(hard), threshold, probs),
             }
             log.info("%s: %d positions, %d with JS > %g, mean JS %.4f, accuracy on hard prompts %.3f", run,
                      len(js), results[run]["n_high"], threshold, js.mean(), results[run]["accuracy_on_hard"])
