@@ -97,8 +97,9 @@ verl-cpu-smoke: setup
 
 test-integration: verl-cpu-smoke
 
-# The bench's documents: docs/performance.md from results/bench/pipeline.json (seconds; the bench's own DAG runs in a
-# scratch folder, so docs/results.md comes from `make docs` after `make run`).
+# The bench's documents: docs/performance.md and docs/performance.json (the figures themselves; `make run`'s ETA reads
+# its per-job seconds) from results/bench/pipeline.json (seconds; the bench's own DAG runs in a scratch folder, so
+# docs/results.md comes from `make docs` after `make run`).
 bench: setup
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python -m rlrt.docs --no-results --bench results/bench/pipeline.json --out docs

@@ -53,3 +53,9 @@ rule all:
     input:
         ALL_OUTPUTS,
     default_target: True
+
+
+# Every rule's jobs in `make run`'s order: longest chain of job-seconds first (rules/common.smk, job_priority).
+if PRIORITIES:
+    for _rule in workflow.rules:
+        _rule.priority = job_priority(_rule.name)

@@ -10,6 +10,10 @@ One run, side by side where it compares:
    and a table job (pandas, matplotlib) make, best of 3, over an empty interpreter;
 4. ``bench_step_time.py`` (GRPO vs RLRT vs RLSD steps alternated on the run's S-base, with the phase breakdown)
    and ``bench_sampler.py`` (the lean sampler vs ``generate`` on the same checkpoint, prompts and batches).
+5. ``bench_levers.py``: the compute levers (bf16 products and autocast, ``torch.compile``, fused AdamW) against
+   the engine's default at the base backbones' shapes, alternated, as ratios.
+6. The schedule (``rlrt.eta.schedule_report``): the DAG's critical path (``snakemake -n --forceall`` on the
+   finished tree, each job at its measured seconds) against job-seconds / cores, and list schedules of the plan.
 
 Writes ``results/bench/pipeline.json`` and ``results/bench/summary.md``.
 
@@ -123,6 +127,10 @@ def summary_md(res: dict, base: dict) -> str:
     for name, r in res["sampler"]["results"].items():
         lines.append(f"| {name} | {r['rows']} | {r['generated_tokens']} | {r['generate_tok_per_s']:,.0f} | "
                      f"{r['lean_tok_per_s']:,.0f} | {r['speedup']:.2f}x | {r['same_tokens']} |")
+    if res.get("levers"):
+        from rlrt.docs import levers_section
+
+        lines += levers_section(res["levers"], f"{res['date']}, {res['machine']}, commit {res['commit']}")
     lines += ["", f"`snakemake -n` on the finished tree: {res['dryrun_s']:.2f} s. Imports of a model job: "
               f"{res['imports_s']['model_job']:.2f} s; of a table job: {res['imports_s']['table_job']:.2f} s "
               f"(over an empty interpreter, best of 3).", ""]
@@ -156,6 +164,11 @@ def main() -> None:
            "job_seconds_by_stage": {k: r["job_seconds"] for k, r in stages.items()},
            "job_seconds_total": sum(r["job_seconds"] for r in stages.values()),
            "claims_replicates": replicate_cost(work / "results" / "benchmarks")}
+    # the critical path vs job-seconds / cores (rlrt.eta): the whole DAG's plan, each job at its measured seconds
+    from rlrt.eta import parse_jobs, schedule_report
+
+    plan = subprocess.run(smk + ["-n", "--forceall"], env=env, capture_output=True, text=True, check=True)
+    res["schedule"] = schedule_report(parse_jobs((plan.stdout + "\n" + plan.stderr).splitlines()), work, 2)
     res["dryrun_s"] = best_of(smk + ["-n"], env)
     empty = best_of([sys.executable, "-c", "pass"], env)
     res["imports_s"] = {"model_job": best_of([sys.executable, "-c", MODEL_JOB_IMPORTS], env) - empty,
@@ -165,6 +178,8 @@ def main() -> None:
                                  "--checkpoint", ckpt, "--out", str(out.with_name("step_time.json"))], env)
     res["sampler"] = run_json([sys.executable, str(ROOT / "bench" / "bench_sampler.py"), "--config", args.config,
                                "--checkpoint", ckpt, "--out", str(out.with_name("sampler.json"))], env)
+    res["levers"] = run_json([sys.executable, str(ROOT / "bench" / "bench_levers.py"), "--config", args.config,
+                              "--out", str(out.with_name("levers.json"))], env)
     out.write_text(json.dumps(res, indent=2) + "\n")
     base = json.loads(Path(args.baseline).read_text())
     out.with_name("summary.md").write_text(summary_md(res, base))

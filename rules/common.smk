@@ -259,3 +259,17 @@ localrules:
 
 # Final targets of `rule all`: each rule file appends the outputs it contributes (ALL_OUTPUTS.extend([...])).
 ALL_OUTPUTS = []
+
+
+# ---- the schedule (issue 34): a job's priority is the longest chain of job-seconds from it to the end of `make run`'s
+# plan (rlrt.driver.schedule writes them, from the last run's benchmark files; RLRT_PRIORITIES names the file), so
+# on few cores the longest chains start first. The Snakefile gives every rule job_priority. Without the file (plain
+# `snakemake`) every job keeps Snakemake's default priority, 0. Priorities never rerun a job.
+from rlrt.eta import load_priorities
+from rlrt.eta import priority as _priority_of
+
+PRIORITIES = load_priorities(os.environ.get("RLRT_PRIORITIES"))
+
+
+def job_priority(rule_name):
+    return lambda wildcards: _priority_of(PRIORITIES, rule_name, wildcards)

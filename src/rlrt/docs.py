@@ -9,7 +9,8 @@
   from Snakemake's ``benchmark:`` files (``<results>/benchmarks/``).
 * ``--bench FILE``: ``make bench``'s ``results/bench/pipeline.json`` -> ``<out>/performance.md``: per-stage jobs,
   job-seconds and peak memory, the RL step's phase breakdown, the sampler's speed, the speed targets met or not,
-  under the stamp the benchmark recorded (its date, machine and commit).
+  the schedule (critical path vs job-seconds / cores), under the stamp the benchmark recorded (its date, machine
+  and commit); and the file itself as ``<out>/performance.json``, whose per-job seconds ``make run``'s ETA reads.
 
 Every number in these documents is read from those files; nothing is typed by hand. ``results.md`` may carry one
 hand-written section between the lines ``<!-- BEGIN interpretation -->`` and ``<!-- END interpretation -->``: a
@@ -302,8 +303,90 @@ def performance_doc(res: dict[str, Any], source: str, now: datetime | None = Non
     for what, get, goal, ok, fmt in SPEED_TARGETS:
         v = get(res)
         out.append(f"| {what} | {fmt.format(v)} | {goal} | {'yes' if ok(v) else '**no**'} |")
+    if res.get("levers"):
+        out += levers_section(res["levers"], stamp)
+    if res.get("schedule"):
+        out += schedule_section(res["schedule"], res["wall_s"], stamp)
     out.append("")
     return "\n".join(out)
+
+
+def schedule_section(sch: dict[str, Any], wall_s: float, stamp: str) -> list[str]:
+    """``performance.md``'s schedule section from ``rlrt.eta.schedule_report`` of the bench's finished tree (``sch``):
+    the critical path (the longest chain of dependent jobs, in the run's own job-seconds) against job-seconds /
+    cores, the two lower bounds of any schedule's wall time, and the measured wall time beside them."""
+    cores, crit, work = sch["cores"], sch["critical_path_s"], sch["work_bound_s"]
+    bound = max(crit, work)
+    out = ["", "## Schedule", "",
+           f"On {cores} cores no schedule beats the larger of the critical path, **{crit / 60:.1f} min** (the longest "
+           f"chain of dependent jobs, each at its measured job-seconds), and the job-seconds / {cores}, "
+           f"**{work / 60:.1f} min** ({sch['job_seconds']:,.0f} job-seconds over {sch['jobs']} jobs); the run took "
+           f"{wall_s / 60:.1f} min, {100 * (wall_s / bound - 1):.0f} % over that bound ({stamp}). "
+           + ("The critical path is the bound: more cores would not help." if crit >= work else
+              f"The work is the bound: the critical path is {100 * crit / work:.0f} % of it, so on {cores} cores "
+              "only the tail's order matters (`make run` starts the longest chains first).")
+           + " A list schedule of the same jobs: "
+           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sch["list_schedule_s"].items()) + ".", "",
+           "| critical path, in order | job-seconds |", "| --- | ---: |"]
+    out += [f"| `{c['job']}` | {c['s']:,.0f} |" for c in sch["critical_path"] if c["s"] > 0]
+    return out
+
+
+def levers_section(lev: dict[str, Any], stamp: str) -> list[str]:
+    """``performance.md``'s compute-levers section from ``bench/bench_levers.py``'s JSON (``lev``): per base
+    backbone each lever's median speed-up over the engine's default (fp32, eager, for-loop AdamW) and whether it
+    pays by the rule its row states (bf16: the training step >= 1.3x; compile: a single job of the backbone
+    repays a cold compile; fused AdamW: it saves >= 5 % of a training step)."""
+    feats = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in lev["cpu_features"].items())
+    names = list(lev["backbones"])
+    bbs = [lev["backbones"][n] for n in names]
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    rows = {"bf16 matrix products, slowest to fastest projection": [], "bf16 autocast training step": [],
+            "largest logit difference, bf16 vs fp32": [],
+            "fp32 step's time in matrix products; step bound if they ran 2x faster / free": [],
+            "bf16 pays (step ≥ 1.30x)": [],
+            "`torch.compile` training step (one length)": [], "compile time, cold / warm inductor cache": [],
+            "break-even steps, cold / warm cache (the backbone's job)": [],
+            "compile pays in one job from a cold cache": [],
+            "AdamW `foreach` / `fused` over the for-loop": [], "AdamW for-loop share of the step": [],
+            "fused AdamW pays (saves ≥ 5 % of the step)": []}
+    for b in bbs:
+        g = sorted(x["bf16_speedup"] for x in b["gemm"].values())
+        st, c, o = b["step"], b["compile"], b["optimizer"]
+        rows["bf16 matrix products, slowest to fastest projection"].append(f"{g[0]:.2f}x to {g[-1]:.2f}x")
+        rows["bf16 autocast training step"].append(f"{st['bf16_speedup']:.2f}x")
+        rows["largest logit difference, bf16 vs fp32"].append(f"{st['max_logit_diff']:.3g} (logits up to "
+                                                              f"{st['logit_scale']:.3g})")
+        rows["fp32 step's time in matrix products; step bound if they ran 2x faster / free"].append(
+            f"{100 * st['matmul_share']:.0f} %; {st['bound_if_matmul_2x']:.2f}x / {st['bound_if_matmul_free']:.2f}x")
+        rows["bf16 pays (step ≥ 1.30x)"].append(yes(st["bf16_speedup"] >= 1.3))
+        rows["`torch.compile` training step (one length)"].append(f"{c['speedup']:.2f}x")
+        rows["compile time, cold / warm inductor cache"].append(f"{c['compile_cold_s']:.1f} s / "
+                                                                f"{c['compile_warm_s']:.1f} s")
+        be = [("never" if c[k] is None else f"{c[k]:,.0f}") for k in ("break_even_steps_cold", "break_even_steps_warm")]
+        rows["break-even steps, cold / warm cache (the backbone's job)"].append(
+            f"{be[0]} / {be[1]} ({c['job_steps']:,} steps)")
+        rows["compile pays in one job from a cold cache"].append(
+            yes(c["break_even_steps_cold"] is not None and c["break_even_steps_cold"] <= c["job_steps"]))
+        rows["AdamW `foreach` / `fused` over the for-loop"].append(f"{o['foreach']['speedup']:.2f}x / "
+                                                                   f"{o['fused']['speedup']:.2f}x")
+        share = o["for_loop"]["share_of_step"]
+        rows["AdamW for-loop share of the step"].append(f"{100 * share:.1f} %")
+        saved = share * (1 - 1 / o["fused"]["speedup"])
+        rows["fused AdamW pays (saves ≥ 5 % of the step)"].append(f"{yes(saved >= 0.05)} ({100 * saved:.1f} %)")
+    b0 = bbs[0]
+    out = ["", "## Compute levers", "",
+           f"Each lever against the local engine's default (fp32, eager, for-loop AdamW) on the base backbones' "
+           f"architectures at a pre-training batch ({b0['batch']} rows x {b0['length']} tokens), alternated repeat by "
+           f"repeat in one process on {lev['threads']} thread, {lev['repeats']} repeats; each figure is the median "
+           f"of the per-repeat ratios, > 1x faster (`bench/bench_levers.py`, torch {lev['torch']}; {stamp}). "
+           f"CPU features: {feats}.", "",
+           "| lever | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    out += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
+    return out
 
 
 # ---- command line ----------------------------------------------------------------------------------------------------
@@ -359,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(Path(a.bench).read_text())
             _write(out / "performance.md", performance_doc(res, a.bench))
             written.append(out / "performance.md")
+            # the run's figures beside it, committed: make run's ETA reads each job's seconds there (rlrt.eta)
+            _write(out / "performance.json", json.dumps(res, indent=2) + "\n")
+            written.append(out / "performance.json")
         except (OSError, ValueError, KeyError) as e:
             problems.append(f"performance.md not written: {a.bench}: {type(e).__name__}: {e}")
     for w in written:

@@ -21,6 +21,14 @@ first run and the recovery from a crashed one:
    its ``checksums.sha256`` lists missing, or a ``.safetensors`` / ``.json`` file cut short, is removed first
    (then it is missing too). A rebuilt output is newer than its readers, so they rerun with it.
 
+4. **The schedule and the ETA** (issue 34; rlrt.eta). ``snakemake -n`` with the same options gives the plan; each
+   planned job's seconds are estimated from the last run's benchmark files (rlrt.eta.estimates) and its
+   priority is the longest chain of job-seconds from it to the end of the plan (``.snakemake/rlrt-priority.json``,
+   read by the Snakefile's ``priority`` of every rule through ``RLRT_PRIORITIES``), so that on few cores the
+   longest chains start first. A watcher process beside Snakemake (``python -m rlrt.eta --watch``) follows the
+   run's log and prints ``make run: ETA ...`` at the start and after every finished job; it exits with Snakemake.
+   ``RLRT_ETA=0`` turns both off; a plan that fails to come (the run itself then says why) turns them off.
+
 Snakemake options pass through unchanged; targets go after ``--`` (without one the target is ``all``). A dry run
 (``-n``) gets check 3's plan but removes nothing; Snakemake's other modes (``--unlock``, ``--summary``, ``--report``
 ...) run as they are.
@@ -255,6 +263,61 @@ def rebuild_targets(argv: list[str], workdir: Path, dryrun: bool) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- 4. schedule and ETA
+
+PLAN_FILE = "rlrt-plan.txt"
+PRIORITY_FILE = "rlrt-priority.json"
+PRIORITY_ENV = "RLRT_PRIORITIES"
+# make bench's committed per-stage figures: the ETA's estimate for a rule no local benchmark file covers
+PERFORMANCE_JSON = Path(__file__).resolve().parents[2] / "docs" / "performance.json"
+
+
+def _cores(ns) -> int:
+    """How many jobs' worth of cores the run has: ``--cores`` locally, ``--jobs`` under a cluster executor."""
+    cluster = getattr(ns, "executor", None) not in (None, "local", "dryrun", "touch")
+    try:
+        return max(1, int(ns.jobs if cluster else ns.cores))
+    except (TypeError, ValueError):
+        return os.cpu_count() or 1
+
+
+def plan_run(argv: list[str]) -> subprocess.Popen:
+    """``snakemake -n`` with the run's options, started at once (it runs beside ``--summary``: two cores)."""
+    return subprocess.Popen(snakemake_cmd("-n", "--nolock", *argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+
+
+def schedule(plan: subprocess.Popen, workdir: Path) -> Path | None:
+    """From the run's plan (:func:`plan_run`): the jobs' priorities (longest chain first) and the plan written under
+    ``.snakemake/``, ``RLRT_PRIORITIES`` exported for the Snakefile; the plan's path, or None when no plan came."""
+    from rlrt import eta
+
+    text, _ = plan.communicate()
+    if plan.returncode != 0:
+        return None
+    jobs = eta.parse_jobs(text.splitlines())
+    if not jobs:
+        return None
+    est = eta.estimates(jobs, workdir, eta.load_table(PERFORMANCE_JSON))
+    levels = eta.bottom_levels(jobs, {k: v[0] for k, v in est.items()})
+    folder = workdir / ".snakemake"
+    path, prio = folder / PLAN_FILE, folder / PRIORITY_FILE
+    for f, body in ((path, text), (prio, json.dumps({j.rule_key: int(round(levels[j.key])) for j in jobs},
+                                                     sort_keys=True, indent=0))):
+        tmp = f.with_name(f.name + ".tmp")
+        tmp.write_text(body)
+        tmp.replace(f)
+    os.environ[PRIORITY_ENV] = str(prio)
+    return path
+
+
+def start_watcher(plan: Path, workdir: Path, cores: int) -> None:
+    """The ETA watcher (rlrt.eta.watch), a child of this process: Snakemake's after the exec; it exits with it."""
+    subprocess.Popen([sys.executable, "-m", "rlrt.eta", "--watch", "--parent", str(os.getpid()), "--plan", str(plan),
+                      "--workdir", str(workdir), "--cores", str(cores), "--table", str(PERFORMANCE_JSON)],
+                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -263,13 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     ns = _parse(argv)
     if ns is None or any(getattr(ns, name, None) for name in PASS_THROUGH):
         os.execv(sys.executable, snakemake_cmd(*argv))
+    bad = config_entry_problem(getattr(ns, "config", None))
+    if bad:
+        print(f"make run: {bad}", file=sys.stderr)
+        return 1
     workdir = Path(ns.directory or ".").resolve()
+    eta_on = not ns.dryrun and os.environ.get("RLRT_ETA", "1") != "0"
+    plan = None
     try:
         if not ns.dryrun:
             hold_run_lock(workdir)
             clear_stale_lock(workdir, argv)
+        plan = plan_run(argv) if eta_on else None
         extra = rebuild_targets(argv, workdir, bool(ns.dryrun))
     except Refused as e:
+        if plan is not None:
+            plan.kill()
         print(f"make run: {e}", file=sys.stderr)
         return 1
     if extra:
@@ -280,6 +352,18 @@ def main(argv: list[str] | None = None) -> int:
                   "`--`", file=sys.stderr)
         else:
             argv += ["--", "all", *extra]
+    if plan is not None:
+        try:  # the ETA and the order never stop a run: without them Snakemake runs as it would alone
+            if extra:  # the plan of the targets added here
+                plan.kill()
+                plan.communicate()
+                plan = plan_run(argv)
+            planned = schedule(plan, workdir)
+            if planned is not None:
+                start_watcher(planned, workdir, _cores(ns))
+        except Exception as e:  # noqa: BLE001
+            os.environ.pop(PRIORITY_ENV, None)
+            print(f"make run: no ETA this time ({type(e).__name__}: {e})", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, snakemake_cmd(*argv))
