@@ -266,8 +266,11 @@ def main() -> None:
         results.append({"trial": i, "stage": stage, "kills": kills, **compare(stage, work / "ref" / stage, out)})
         print(json.dumps(results[-1]), flush=True)
     landed = [k for r in results for k in r["kills"] if k["landed"]]
+    # what the references learned: a trial that loses or repeats a step can only differ where gradients are non-zero
+    grad_max = {s: max(h["grad_norm"] for h in json.loads((work / "ref" / s / "metrics.json").read_text())["history"])
+                for s in STAGES}
     print(json.dumps({"summary": True, "trials": len(results), "kills_landed": len(landed),
-                      "in_write_window": sum(k["in_write_window"] for k in landed),
+                      "reference_grad_norm_max": grad_max, "in_write_window": sum(k["in_write_window"] for k in landed),
                       "markers_per_run": counts, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 

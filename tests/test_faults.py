@@ -52,6 +52,8 @@ def test_kill_9_at_random_points_then_rerun_gives_the_uninterrupted_result(tmp_p
     trials, summary = lines[:-1], lines[-1]
     print("\n" + "\n".join(json.dumps(t) for t in lines))  # the trial log (pytest -s)
     assert summary["summary"] and summary["trials"] == len(trials) == 16
+    # every stage's reference run has non-zero gradients (its weights change), so a lost step would show (35 §7)
+    assert all(summary["reference_grad_norm_max"][s] > 0 for s in {t["stage"] for t in trials}), summary
     for t in trials:
         assert t["weights_equal"] and t["numbers_equal"], t
         assert t["rows_ok"], t  # one metrics row per step: none duplicated, none missing

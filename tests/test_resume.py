@@ -61,6 +61,7 @@ def test_lm_training_resumes_with_the_same_numbers(tok, model, tmp_path):
     kw = dict(steps=6, batch_size=3, lr=3e-3, warmup_steps=2, seed=1, log_every=1)
     full_model = copy.deepcopy(model)
     full = train_lm(full_model, tok, batch, **kw)
+    assert not same_weights(full_model, model) and all(h["grad_norm"] > 0 for h in full)  # the run trains
 
     state = Resumable(str(tmp_path / "s.pt"), every=2)
     killed = copy.deepcopy(model)
