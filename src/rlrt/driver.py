@@ -313,8 +313,11 @@ def schedule(plan: subprocess.Popen, workdir: Path) -> Path | None:
 
 def start_watcher(plan: Path, workdir: Path, cores: int) -> None:
     """The ETA watcher (rlrt.eta.watch), a child of this process: Snakemake's after the exec; it exits with it."""
+    logs = Path(workdir, ".snakemake", "log")  # the logs so far (the plan's dry run's among them): never the run's
+    known = ",".join(sorted(p.name for p in logs.glob("*.snakemake.log"))) if logs.is_dir() else ""
     subprocess.Popen([sys.executable, "-m", "rlrt.eta", "--watch", "--parent", str(os.getpid()), "--plan", str(plan),
-                      "--workdir", str(workdir), "--cores", str(cores), "--table", str(PERFORMANCE_JSON)],
+                      "--workdir", str(workdir), "--cores", str(cores), "--table", str(PERFORMANCE_JSON),
+                      "--known-logs", known],
                      stdin=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -382,9 +382,11 @@ def _parent_alive(pid: int) -> bool:
         else os.getppid() == pid
 
 
-def _newest_log(folder: Path, since: float) -> Path | None:
-    logs = [p for p in folder.glob("*.snakemake.log") if p.stat().st_mtime >= since - 1]
-    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+def _newest_log(folder: Path, before: set[str]) -> Path | None:
+    """The newest Snakemake log that did not exist when the watcher started (the plan's own dry run, started
+    before the watcher, leaves one too: never the run's)."""
+    logs = [p for p in folder.glob("*.snakemake.log") if p.name not in before]
+    return max(logs, key=lambda p: (p.stat().st_mtime, p.name)) if logs else None
 
 
 class Tracker:
@@ -433,10 +435,11 @@ class Tracker:
 
 
 def watch(plan: Path, parent: int, workdir: Path, cores: int, table: Path | None, poll_s: float = 1.0,
-          out=None) -> int:
+          out=None, known_logs: set[str] | None = None) -> int:
     """The watcher's loop (see the module doc): the ETA of ``plan`` while the run ``parent`` lives."""
     out = out or sys.stderr
-    start = time.time()
+    logs = workdir / ".snakemake" / "log"
+    before = set(known_logs) if known_logs is not None else {p.name for p in logs.glob("*.snakemake.log")}
     try:
         os.nice(10)
     except OSError:
@@ -450,7 +453,7 @@ def watch(plan: Path, parent: int, workdir: Path, cores: int, table: Path | None
     try:
         while _parent_alive(parent):
             if handle is None:
-                log = _newest_log(workdir / ".snakemake" / "log", start)
+                log = _newest_log(logs, before)
                 if log is not None:
                     handle = log.open()
             if handle is not None:
@@ -477,12 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=".")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--table", default=None, help="performance.json with per-stage job-seconds (fallback)")
+    p.add_argument("--known-logs", default=None, help="comma-separated Snakemake log names that are not the run's")
     a = p.parse_args(argv)
     table = Path(a.table) if a.table else None
     if a.watch:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is Snakemake's to handle; this exits with it
         poll = float(os.environ.get("RLRT_ETA_POLL_S") or 1.0)  # how often the log is read (tests: shorter)
-        return watch(Path(a.plan), a.parent or os.getppid(), Path(a.workdir), a.cores, table, poll_s=poll)
+        known = None if a.known_logs is None else {n for n in a.known_logs.split(",") if n}
+        return watch(Path(a.plan), a.parent or os.getppid(), Path(a.workdir), a.cores, table, poll_s=poll,
+                     known_logs=known)
     if a.plan:
         jobs = parse_jobs(Path(a.plan).read_text().splitlines())
         print(json.dumps(schedule_report(jobs, Path(a.workdir), a.cores, load_table(table)), indent=2))
