@@ -82,4 +82,6 @@ def test_rlt_stages_are_logged_to_mlflow(dag_run):
     teacher = [r for r in runs if r.data.tags.get("stage") == "rlt_teacher_rl"][0]
     assert {"reward_mean", "r_ss", "r_kl", "format_ok"} <= set(teacher.data.metrics)
     cd = [r for r in runs if r.data.tags.get("stage") == "rlt_eval" and r.data.tags.get("task") == "countdown"]
-    assert len(cd) == 6
+    # one MLflow run per countdown evaluation the DAG wrote (6 of the RLT branch + the claims' seeded replicates)
+    written = list((dag_run / "results" / "rlt" / "eval").glob("*/*/countdown.json"))
+    assert len(cd) == len(written) >= 6
