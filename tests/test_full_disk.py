@@ -88,6 +88,20 @@ def rule_job(stage: str, args: list[str], log: Path, rule: str) -> subprocess.Po
                             text=True, env=env(), cwd=REPO)
 
 
+def open_when_read(fifo: Path, job: subprocess.Popen) -> int:
+    """The write end of ``fifo`` once ``job`` has opened it for reading (a job opens its input after its start-up,
+    rlrt.stages.common.parse); fails when the job ends first or takes longer than TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            assert e.errno == errno.ENXIO, e
+            assert job.poll() is None, f"the job ended before opening {fifo.name}: {job.communicate()}"
+            assert time.monotonic() < deadline, f"the job never opened {fifo.name}"
+            time.sleep(0.2)
+
+
 def half_written(folder: Path) -> list[str]:
     """Temporary siblings of the atomic writers (``.<name>.*.tmp``) left in ``folder``."""
     return sorted(p.name for p in folder.glob(".*.tmp")) if folder.is_dir() else []
@@ -111,16 +125,7 @@ def test_a_job_whose_disk_fills_under_it_writes_the_cause_to_its_log(small_fs, t
                                  "--out", str(out)], log, "tokenizer")
     try:
         # the job opens its input only after its start-up (rlrt.stages.common.parse): wait until it reads
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as e:
-                assert e.errno == errno.ENXIO, e
-                assert job.poll() is None, f"the job ended before reading its input: {job.communicate()}"
-                assert time.monotonic() < deadline, "the job never opened its input"
-                time.sleep(0.2)
+        fd = open_when_read(fifo, job)
         fill(small_fs)  # the "concurrent job"
         os.set_blocking(fd, True)
         os.write(fd, "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -170,16 +175,7 @@ def test_the_reserve_makes_room_for_the_cause_when_the_logs_last_block_is_full(s
     job = subprocess.Popen([sys.executable, "-c", DRIVER, cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=env(), cwd=REPO)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                fd = os.open(go, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as e:
-                assert e.errno == errno.ENXIO, e
-                assert job.poll() is None, f"the job ended early: {job.communicate()}"
-                assert time.monotonic() < deadline, "the job never opened its FIFO"
-                time.sleep(0.2)
+        fd = open_when_read(go, job)
         assert log.stat().st_size % 4096 == 0, log.stat().st_size
         fill(small_fs)
         os.close(fd)

@@ -107,13 +107,9 @@ def verdict(lo: float, hi: float, direction: int = 1) -> str:
     return INCONCLUSIVE
 
 
-def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
-                      seed: int = 0) -> Comparison:
-    """Pearson r between ``x`` (R,) (e.g. the reward rank) and the mean accuracy of ``y`` per rank, with a
-    percentile interval. ``y`` is (R, P) (ranks x problems: problems are resampled) or (S, R, P) (seeds x ranks x
-    problems: seeds and problems are resampled independently, as in :func:`paired_bootstrap`). ``n_seeds`` reports
-    S (1 for a 2-D ``y``), ``n_problems`` P. Draws where the resampled accuracies are all equal (r undefined) are
-    left out; an undefined point estimate gives NaN bounds."""
+def _ranks_and_scores(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (R,) and ``y`` (R, P) or (S, R, P) as float arrays, ``y`` as (S, R, P); refused unless R >= 3, P >= 1
+    and every value is finite."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if y.ndim == 2:
         y = y[None]
@@ -122,6 +118,17 @@ def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha:
                          f"{x.shape} and {y.shape}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("scores must be finite")
+    return x, y
+
+
+def bootstrap_pearson(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, alpha: float = 0.05,
+                      seed: int = 0) -> Comparison:
+    """Pearson r between ``x`` (R,) (e.g. the reward rank) and the mean accuracy of ``y`` per rank, with a
+    percentile interval. ``y`` is (R, P) (ranks x problems: problems are resampled) or (S, R, P) (seeds x ranks x
+    problems: seeds and problems are resampled independently, as in :func:`paired_bootstrap`). ``n_seeds`` reports
+    S (1 for a 2-D ``y``), ``n_problems`` P. Draws where the resampled accuracies are all equal (r undefined) are
+    left out; an undefined point estimate gives NaN bounds."""
+    x, y = _ranks_and_scores(x, y)
     S, R, P = y.shape
 
     def r(v: np.ndarray) -> float:
@@ -260,14 +267,7 @@ def pearson_over_seeds(x: np.ndarray, y: np.ndarray, alpha: float = 0.05, n_boot
     (S, R, P). Per seed r_s, Fisher z_s = atanh(r_s) (clipped to |r| <= 1 - 1e-9), the t interval of mean z over
     the seeds whose r is defined (S' - 1 df), mapped back with tanh; ``seed_sd`` is the sd of r_s. One seed (or
     one defined r_s): :func:`bootstrap_pearson` over problems, labelled so."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if y.ndim == 2:
-        y = y[None]
-    if y.ndim != 3 or y.shape[1] != x.shape[0] or x.shape[0] < 3 or y.shape[2] == 0:
-        raise ValueError(f"need >= 3 ranks and a (ranks, problems) or (seeds, ranks, problems) array, got "
-                         f"{x.shape} and {y.shape}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("scores must be finite")
+    x, y = _ranks_and_scores(x, y)
     S, R, P = y.shape
     r = pearson_rows(x, y.mean(axis=2))
     r = r[np.isfinite(r)]
