@@ -250,9 +250,10 @@ def test_one_seed_writes_1_seed_in_the_verdict(tmp_path):
     row = {"claim": 1, "text": "t", "source": "-", "where": "x", "metric": "avg@n", "direction": 1,
            "a": {"run": "a"}, "b": {"run": "b"}, "files_a": a, "files_b": b, "paper": "1/Qwen3-4B-Base/rlrt-grpo"}
     out = {k: tmp_path / f"claims.{k}" for k in ("csv", "md", "png")}
-    stage.main(["--cfg", json.dumps({"rows": [row], "seeds": 1, "n_boot": 200}), "--paper",
-                "config/paper_numbers.yaml", "--out-csv", str(out["csv"]), "--out-md", str(out["md"]),
-                "--out-png", str(out["png"])])
+    from rlrt.paper_numbers import load
+
+    stage.main(["--cfg", json.dumps({"rows": [row], "seeds": 1, "n_boot": 200, "paper": load()}),
+                "--out-csv", str(out["csv"]), "--out-md", str(out["md"]), "--out-png", str(out["png"])])
     md = out["md"].read_text()
     assert "reproduced (1 seed)" in md and "# Claims over 1 seed\n" in md and "| +5.7 " in md
     df = pd.read_csv(out["csv"])

@@ -237,6 +237,20 @@ def test_temp_folders_of_a_killed_writer_are_removed_by_the_next_write(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.tmp", "model"]
 
 
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    """A job killed between its temp file and the rename (hashing for the manifest widens that window) leaves
+    ``.metrics.json.<random>.tmp``; the rerun's write of the same file removes it, and only it."""
+    from rlrt.io import write_json
+
+    stale = tmp_path / ".metrics.json.cam8xer8.tmp"
+    stale.write_text('{"half": ')
+    other = tmp_path / ".summary.json.cam8xer8.tmp"
+    other.write_text("{}")
+    write_json(tmp_path / "metrics.json", {"ok": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".summary.json.cam8xer8.tmp", "metrics.json"]
+
+
 # ---------------------------------------------------------------- MLflow store failures
 
 

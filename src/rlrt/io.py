@@ -30,9 +30,13 @@ log = logging.getLogger("rlrt.io")
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path next to ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary file path next to ``path``; rename it onto ``path`` if the block succeeds. Temporary files
+    of an earlier writer of ``path`` that was killed (``.<name>.*.tmp``) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed before its rename
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -6,10 +6,10 @@ and per row computes what :mod:`rlrt.analysis.claims` defines: the paired differ
 with a 95 % t interval over the per-seed means (over problems with one seed), the seed-level sd, the seeds a
 decision would take, and a verdict; for the reward-rank row, Pearson r of (rank, accuracy) per seed, Fisher z, t
 over seeds; for claims 9-12 the reflection-injection and distribution-shift studies' outputs (flip rates per
-problem, overlap / tail promotions per prompt). Beside each row the paper's own number (``--paper``: the
-cited numbers file the rule passes). Writes ``claims.csv`` (every number, and the verdict the earlier percentile bootstrap
-gave), ``claims.md`` (the table people read, verdicts spelled out, which verdicts the change of interval moved,
-the paper numbers' sources) and ``claims.png`` (intervals against 0, coloured by verdict, the paper's number as ◇).
+problem, overlap / tail promotions per prompt). Beside each row the paper's own number (``paper`` in --cfg:
+the cited numbers, as :func:`rlrt.paper_numbers.load` reads them). Writes ``claims.csv`` (every number, and the
+verdict the earlier percentile bootstrap gave), ``claims.md`` (the table people read, verdicts spelled out,
+which verdicts the change of interval moved, the paper numbers' sources) and ``claims.png`` (intervals against 0, coloured by verdict, the paper's number as ◇).
 
 Scores are fractions in [0, 1]; the table and figure show them in percentage points.
 """
@@ -28,7 +28,6 @@ from rlrt.analysis.claims import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Comp
                                   seeds_needed, shift_prompts, verdict)
 from rlrt.io import atomic_path, read_json
 from rlrt.metrics import pass_at_k
-from rlrt.paper_numbers import load as load_paper_numbers
 from rlrt.paper_numbers import lookup
 from rlrt.stages.common import parse, parser
 
@@ -319,9 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-png", required=True)
-    p.add_argument("--paper", default=None, help="the papers' own numbers, cited (a YAML file)")
     args, cfg = parse(p, argv)
-    paper = load_paper_numbers(args.paper) if args.paper else None
+    paper = cfg.get("paper")
     df = claims_frame(cfg["rows"], int(cfg.get("n_boot", 10_000)), int(cfg.get("seed", 0)), paper)
     with atomic_path(args.out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
