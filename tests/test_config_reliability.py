@@ -216,6 +216,14 @@ SIZES = [
      "10000000000 is greater than the maximum of 10000000"),
     (lambda c: c["rlt"]["countdown"].update(n_train=10**9), "rlt.countdown.n_train",
      "1000000000 is greater than the maximum of 100000000"),
+    (lambda c: c["analysis"].update(position_chunk=10**9), "analysis.position_chunk",
+     "1000000000 is greater than the maximum of 1048576"),
+    (lambda c: c["analysis"].update(micro_batch=10**7), "analysis.micro_batch",
+     "10000000 is greater than the maximum of 1048576"),
+    (lambda c: c["analysis"].update(batch_size=10**7), "analysis.batch_size",
+     "10000000 is greater than the maximum of 1048576"),
+    (lambda c: c["rl"].update(gen_batch_size=10**8), "rl.gen_batch_size",
+     "100000000 is greater than the maximum of 1048576"),
 ]
 
 
