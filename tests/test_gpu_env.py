@@ -335,8 +335,13 @@ def test_imported_modules_of_the_package():
 
 # ------------------------------------------------------------------------------------------- the real check
 def _run_check(*args, timeout=600):
-    proc = subprocess.run([sys.executable, str(ROOT / "envs" / "check_gpu_env.py"), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    """The check on ``args``; with none, the run conftest started at collection (overlapping other tests) if any."""
+    from conftest import GPU_ENV_CHECK, background_result
+
+    proc = None if args else background_result(GPU_ENV_CHECK, timeout)
+    if proc is None:
+        proc = subprocess.run([sys.executable, str(ROOT / "envs" / "check_gpu_env.py"), *args],
+                              capture_output=True, text=True, timeout=timeout)
     if proc.returncode == 2:
         reason = f"gpu-env-check could not run here: {(proc.stdout + proc.stderr).strip()[-500:]}"
         if os.environ.get("CI"):

@@ -1,11 +1,14 @@
 """The workflow on a real SLURM cluster: the slurm profile parses, and a slice of the config/ci.yaml DAG runs through
 sbatch on a single-node cluster started by tests/slurm_cluster.py, with the numbers of the local run.
 
-The slice (the whole ci DAG, 117 jobs, would take ~4x the SLURM budget of ~8 minutes on CI's 2 cores): the targets
+The slice (the whole ci DAG would take several times the SLURM budget on CI's 2 cores): the targets
 ``results/eval/S-base/base.json``, ``results/eval/S-base/rlrt.json`` (the two Table 1 rows of backbone S-base for
-the base model and RLRT) and ``results/tables/table4.csv``. That is 6 SLURM jobs of 4 stage kinds (prepare_data and
-tokenizer: prepare; backbone S-base: backbone; rl S-base/rlrt: rl; evaluate x2: evaluate) and 2 local rules
-(mlflow_init, table4), plus the resubmission of the RL job that the test cancels mid-run.
+the base model and RLRT), ``results/rlt/data/questions.jsonl`` (a CPU job) and ``results/tables/table4.csv``, on a
+working directory that starts with the local run's (``dag_run``) data, tokenizer, MLflow store and S-base backbone
+(copied with their manifest entries and times: pre-training the backbone again through SLURM took a minute of CI and
+exercised nothing the other jobs do not). That is 4 SLURM jobs of 3 stage kinds (rlt_data: prepare, a CPU kind; rl
+S-base/rlrt: rl; evaluate x2: evaluate) and 1 local rule (table4), plus the resubmission of the RL job that the test
+cancels mid-run.
 
 What it proves:
 - every non-local job went through sbatch with the partition, --mem, -t and GPUs its stage kind's ``resources``
@@ -46,7 +49,8 @@ from slurm_cluster import FEATURE, SYSTEM_CONF, ClusterUnavailable, single_node_
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 CPU_PART, GPU_PART = "rlrt-cpu", "rlrt-gpu"  # the cluster's default partition is "debug": no job may land there
-TARGETS = ["results/eval/S-base/base.json", "results/eval/S-base/rlrt.json", "results/tables/table4.csv"]
+TARGETS = ["results/eval/S-base/base.json", "results/eval/S-base/rlrt.json", "results/rlt/data/questions.jsonl",
+           "results/tables/table4.csv"]
 RL_RUN = "results/runs/S-base/rlrt"
 # Per stage kind, values no other kind shares, so each job's sbatch flags show which kind's block they came from.
 # cpus stay 1 (threads = cpus, as in the local run: the numbers must not change); gpus and partitions do not
@@ -54,16 +58,17 @@ RL_RUN = "results/runs/S-base/rlrt"
 # rl asks for its GPU as a --gpus site does (the default), evaluate as a --gres site does (gpu_flag: gres).
 RESOURCES = {
     "default": {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime": 20, "partition": None},
-    "prepare": {"mem_mb": 1100, "runtime": 21},
-    "backbone": {"mem_mb": 1200, "runtime": 22, "constraint": FEATURE, "slurm_extra": "--nice=7"},
+    "prepare": {"mem_mb": 1100, "runtime": 21, "constraint": FEATURE, "slurm_extra": "--nice=7"},
     "rl": {"gpus": 1, "mem_mb": 1500, "runtime": 31, "partition": GPU_PART},
     "evaluate": {"gpus": 1, "mem_mb": 1300, "runtime": 23, "partition": GPU_PART, "gpu_flag": "gres"},
 }
 BACKBONE_RESOURCES = {"S-base": {"resources": {"evaluate": {"mem_mb": 1350}}}}  # over resources.evaluate
-BACKBONE_RULES = {"backbone", "rl", "evaluate"}  # the slice's rules whose wildcards name the backbone (S-base)
-RULE_KIND = {"prepare_data": "prepare", "tokenizer": "prepare", "backbone": "backbone", "rl": "rl",
+BACKBONE_RULES = {"rl", "evaluate"}  # the slice's rules whose wildcards name the backbone (S-base)
+RULE_KIND = {"rlt_data": "prepare", "rl": "rl",
              "evaluate": "evaluate"}
-EXPECTED_JOBS = {"prepare_data": 1, "tokenizer": 1, "backbone": 1, "rl": 2, "evaluate": 2}  # rl: cancelled + retry
+EXPECTED_JOBS = {"rlt_data": 1, "rl": 2, "evaluate": 2}  # rl: cancelled + retry
+# what the slice starts with, from the local run: the upstream of its targets (so no job runs before rl / evaluate)
+SEEDED = ["data", "tokenizer", "mlflow", "checkpoints/S-base", "checkpoints/S-base.json"]
 SNAKEMAKE_TIMEOUT = 1200  # s; the run itself is budgeted at ~8 min on CI's 2 cores
 
 
@@ -222,11 +227,25 @@ def _cancel_when_resumable(cluster, workdir: Path, found: dict, stop: threading.
         time.sleep(0.1)
 
 
+def _seed(workdir: Path, local: Path) -> None:
+    """Copy the local run's SEEDED outputs, their manifest entries and times into ``workdir``."""
+    for rel in SEEDED:
+        for src in [local / "results" / rel, *(local / "results" / ".manifest").glob(f"{rel}*")]:
+            dst = workdir / src.relative_to(local)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, copy_function=shutil.copy2)
+            else:
+                shutil.copy2(src, dst)
+    shutil.copy2(local / "results" / ".manifest" / "FORMAT", workdir / "results" / ".manifest" / "FORMAT")
+
+
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, local_run, tmp_path_factory):
     """The DAG slice through the slurm profile on the test cluster, with the RL job cancelled once mid-run.
     (--verbose: the plugin logs each sbatch line at debug level.)"""
     workdir = tmp_path_factory.mktemp("slurm_dag")
+    _seed(workdir, local_run)
     overlay = workdir / "slurm_overlay.yaml"
     overlay.write_text(yaml.safe_dump({"resources": RESOURCES, "backbones": BACKBONE_RESOURCES}))
     env = {**_env({"RLRT_SLURM_PARTITION": CPU_PART}), "SLURM_CONF": cluster.env["SLURM_CONF"]}
@@ -303,7 +322,7 @@ def test_every_job_went_through_sbatch_with_its_config_resources(slurm_run):
     counts = {}
     for j in jobs:
         counts[_rule(j)] = counts.get(_rule(j), 0) + 1
-    assert counts == EXPECTED_JOBS, counts  # no local rule (mlflow_init, table4) became a job
+    assert counts == EXPECTED_JOBS, counts  # no local rule (table4) became a job
     for j in jobs:
         r = _expected(_rule(j))
         where = f"{_rule(j)} (SLURM job {j['JobId']})"
@@ -329,7 +348,7 @@ def test_every_job_went_through_sbatch_with_its_config_resources(slurm_run):
 @pytest.mark.slow
 def test_sbatch_lines_of_a_gpus_site_and_a_gres_site(slurm_run):
     """The flags themselves: --gpus=N (rl) vs --gres=gpu:N (evaluate, gpu_flag: gres), --nodes=1 on every GPU job
-    and on no CPU job, the backbone kind's -C and slurm_extra, the S-base override of evaluate's --mem."""
+    and on no CPU job, the prepare kind's -C and slurm_extra, the S-base override of evaluate's --mem."""
     lines = _sbatch_lines(slurm_run["log"])
     assert {rule: len(v) for rule, v in lines.items()} == EXPECTED_JOBS, sorted(lines)
     for rule, calls in lines.items():
@@ -390,6 +409,8 @@ def test_tables_equal_the_local_run(slurm_run, local_run):
     assert len(value_cols) >= 4 and len(got) == 2
     pd.testing.assert_frame_equal(got[value_cols], ref[value_cols])
     assert (work / "results/tables/table4.csv").read_text() == (local / "results/tables/table4.csv").read_text()
+    rlt = "results/rlt/data/questions.jsonl"  # the CPU job's output
+    assert (work / rlt).read_text() == (local / rlt).read_text()
 
 
 def _no_timing(history: list[dict]) -> list[dict]:
