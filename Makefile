@@ -86,7 +86,7 @@ verify: setup
 	$(BIN)/python -m rlrt.manifest verify $(if $(RESULTS),$(call q,$(RESULTS)),--configfile $(call q,$(CONFIG)))
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # verl's trainer loop on CPU through rlrt.backends.verl.train.run: 2 steps each of GRPO, RLRT (killed after step 1,
 # resumed) and SDPO with a tiny Qwen3, Ray with a fake GPU, FSDP2 on gloo, the `hf` rollout (rlrt.backends.verl.cpu),
