@@ -126,7 +126,7 @@ def test_the_eta_is_the_larger_of_work_over_cores_and_the_longest_chain():
     line = eta.eta_line(r, 2, 5, now=0.0)
     assert line.startswith("make run: ETA 6 min (~") and "3 of 5 jobs left, 800 job-seconds on 2 cores" in line
     assert "longest chain 5 min" in line and "without a benchmark" not in line
-    assert "1 jobs without a benchmark" in eta.eta_line(eta.remaining(jobs, est, 2), 2, 4, now=0.0)
+    assert "1 job without a benchmark" in eta.eta_line(eta.remaining(jobs, est, 2), 2, 4, now=0.0)
 
 
 def test_longest_chain_first_shortens_the_tail():
@@ -166,6 +166,22 @@ def test_the_log_tracker_counts_started_and_finished_jobs():
     line = t.line(110.0)  # the last block ends with the log so far
     assert set(t.started) == {j.key for j in jobs}
     assert "2 of 3 jobs left, 40 job-seconds" in line  # use: 10 s of its 50 gone
+
+
+def test_a_first_run_is_estimated_from_the_jobs_it_has_finished(tmp_path):
+    """No benchmark file when the run started: every job counts 0 s. Once a job of a folder finishes, the others of
+    that folder (and rule family) are estimated from it, and the ETA line says so; a done job is never re-estimated."""
+    jobs = [job("rl", "rl/S/a"), job("rl", "rl/S/b"), job("rl", "rl/M/c"), job("evaluate", "evaluate/S/a")]
+    t = eta.Tracker(jobs, eta.estimates(jobs, tmp_path), cores=1)
+    assert "4 jobs without a benchmark" in t.line(0.0)
+    assert t.refresh(tmp_path) == 0  # nothing written yet
+    bench(tmp_path, "rl/S/a", 100.0)
+    t.done.add(jobs[0].key)
+    assert t.refresh(tmp_path) == 2  # rl/S/b from its folder, rl/M/c from the rule family; evaluate still unknown
+    assert t.est[jobs[1].key] == (100.0, "folder median") and t.est[jobs[2].key] == (100.0, "rule median")
+    assert jobs[0].key not in {j.key for j in jobs if t.est[j.key][1] is not None}  # done: left as it was
+    line = t.line(0.0)
+    assert "3 of 4 jobs left, 200 job-seconds" in line and "1 job without a benchmark" in line, line
 
 
 def test_a_priority_is_looked_up_by_rule_and_wildcards_as_snakemake_prints_them(tmp_path):

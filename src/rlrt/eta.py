@@ -24,8 +24,9 @@ schedule report, :func:`schedule_report`).
 ``python -m rlrt.eta --watch --parent PID --plan FILE`` is the watcher :mod:`rlrt.driver` starts beside
 ``make run``'s Snakemake: it takes the plan the driver got from ``snakemake -n`` (same options), follows the run's own
 log (``.snakemake/log/*.snakemake.log``: the job blocks as jobs start, ``Finished jobid: N``), and prints one
-``make run: ETA ...`` line on stderr at the start and after every finished job; it exits when Snakemake (its
-parent, ``--parent``) has. The same plan gives each job its priority (:func:`bottom_levels`: the longest chain of
+``make run: ETA ...`` line on stderr at the start and after every finished job (first estimating again, from the
+benchmark files written since, the jobs that had no estimate: on a first run every job starts at 0 s); it exits
+when Snakemake (its parent, ``--parent``) has. The same plan gives each job its priority (:func:`bottom_levels`: the longest chain of
 job-seconds from its start to the end of the plan), which the Snakefile reads (:func:`priority`), so on few cores
 the longest chains start first. ``RLRT_ETA=0`` turns both off.
 """
@@ -330,7 +331,8 @@ def eta_line(r: Remaining, cores: int, total: int, now: float | None = None) -> 
             f"{r.work_s:,.0f} job-seconds on {cores} core{'s' if cores != 1 else ''}, "
             f"longest chain {duration(r.critical_s)}")
     if r.unknown:
-        line += f"; {r.unknown} jobs without a benchmark to estimate from (counted 0 s: the ETA is low)"
+        jobs = "job" if r.unknown == 1 else "jobs"
+        line += f"; {r.unknown} {jobs} without a benchmark to estimate from (counted 0 s: the ETA is low)"
     return line
 
 
@@ -427,6 +429,17 @@ class Tracker:
                 self.started.setdefault(job.key, now)
         self._block = None
 
+    def refresh(self, workdir: Path, table: dict[str, float] | None = None) -> int:
+        """Estimate again the jobs left that had none (a first run: no benchmark file when it started), from the
+        benchmark files the run has written since (the folder's or rule's median of the jobs finished); returns
+        how many got one."""
+        todo = [j for j in self.jobs if self.est.get(j.key, (0.0, None))[1] is None and j.key not in self.done]
+        if not todo:
+            return 0
+        new = {k: v for k, v in estimates(todo, workdir, table).items() if v[1] is not None}
+        self.est.update(new)
+        return len(new)
+
     def line(self, now: float) -> str:
         self._flush(now)
         running = {k: now - t for k, t in self.started.items() if k not in self.done}
@@ -447,7 +460,8 @@ def watch(plan: Path, parent: int, workdir: Path, cores: int, table: Path | None
     jobs = parse_jobs(plan.read_text().splitlines())
     if not jobs:
         return 0
-    tracker = Tracker(jobs, estimates(jobs, workdir, load_table(table)), cores)
+    table_data = load_table(table)
+    tracker = Tracker(jobs, estimates(jobs, workdir, table_data), cores)
     print(tracker.line(time.time()), file=out, flush=True)
     handle, buf = None, ""
     try:
@@ -463,6 +477,7 @@ def watch(plan: Path, parent: int, workdir: Path, cores: int, table: Path | None
                 for line in lines:
                     finished |= tracker.feed(line, time.time())
                 if finished and len(tracker.done) < len(jobs) and _parent_alive(parent):
+                    tracker.refresh(workdir, table_data)
                     print(tracker.line(time.time()), file=out, flush=True)
             time.sleep(poll_s)
     finally:
