@@ -68,7 +68,8 @@ def background_result(name: str, timeout: float) -> subprocess.CompletedProcess 
         proc.wait()
         raise
     out, err = proc.files  # type: ignore[attr-defined]
-    out.seek(0), err.seek(0)
+    out.seek(0)
+    err.seek(0)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 

@@ -26,9 +26,9 @@ schedule report, :func:`schedule_report`).
 log (``.snakemake/log/*.snakemake.log``: the job blocks as jobs start, ``Finished jobid: N``), and prints one
 ``make run: ETA ...`` line on stderr at the start and after every finished job (first estimating again, from the
 benchmark files written since, the jobs that had no estimate: on a first run every job starts at 0 s); it exits
-when Snakemake (its parent, ``--parent``) has. The same plan gives each job its priority (:func:`bottom_levels`: the longest chain of
-job-seconds from its start to the end of the plan), which the Snakefile reads (:func:`priority`), so on few cores
-the longest chains start first. ``RLRT_ETA=0`` turns both off.
+when Snakemake (its parent, ``--parent``) has. The same plan gives each job its priority (:func:`bottom_levels`:
+the longest chain of job-seconds from its start to the end of the plan), which the Snakefile reads
+(:func:`priority`), so on few cores the longest chains start first. ``RLRT_ETA=0`` turns both off.
 """
 
 from __future__ import annotations
