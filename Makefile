@@ -99,9 +99,10 @@ test-integration: verl-cpu-smoke
 
 # The bench's documents: docs/performance.md and docs/performance.json (the figures themselves; `make run`'s ETA reads
 # its per-job seconds) from results/bench/pipeline.json (seconds; the bench's own DAG runs in a scratch folder, so
-# docs/results.md comes from `make docs` after `make run`).
+# docs/results.md comes from `make docs` after `make run`). FROM=results measures the finished tree of `make run`
+# instead of running the whole DAG a second time (its wall time: the sittings in which a job ran).
 bench: setup
-	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_pipeline.py --config $(call q,$(CONFIG)) $(if $(FROM),--from-results $(call q,$(FROM)))
 	$(BIN)/python -m rlrt.docs --no-results --bench results/bench/pipeline.json --out docs
 
 # docs/results.md from the finished results tree of $(CONFIG) (and docs/performance.md when `make bench` has run):

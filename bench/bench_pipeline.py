@@ -18,6 +18,12 @@ One run, side by side where it compares:
 Writes ``results/bench/pipeline.json`` and ``results/bench/summary.md``.
 
     python bench/bench_pipeline.py [--workdir /tmp/rlrt-bench]   (the folder is kept for inspection)
+    python bench/bench_pipeline.py --from-results results         (``make bench FROM=results``)
+
+``--from-results DIR`` measures the finished tree of a ``make run`` of the same config instead of running the DAG a
+second time (the whole default is hours on 2 cores: the project pays for one full run, not two). Its wall time is
+the time a job ran (``rlrt.docs.busy_segments``): a run stopped and resumed counts each sitting, not the pause,
+and the sittings are listed; the rest (1, 2 on that tree, 3-6) is measured as above, now.
 """
 
 from __future__ import annotations
@@ -91,6 +97,29 @@ def replicate_cost(bench_dir: Path) -> dict[str, float]:
     return {"jobs": jobs, "job_seconds": secs, "share": secs / total if total else 0.0}
 
 
+def finished_tree(results: Path, config: str, env: dict) -> dict:
+    """``--from-results``: check that ``results`` is the config's tree and that nothing is left to run there, and
+    return where its wall time comes from: the sittings in which a job ran (``rlrt.docs.busy_segments``)."""
+    from rlrt.config import load_overlay
+    from rlrt.docs import benchmark_totals
+
+    cfg = load_overlay(config)
+    if (ROOT / cfg["results"]).resolve() != results:
+        sys.exit(f"--from-results {results}: {config}'s results: is {cfg['results']}; measure the tree that config "
+                 "wrote (or pass --config)")
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(ROOT), "--configfile", config, "-n", "--nolock", "--quiet", "rules"], env=env, capture_output=True,
+                          text=True)
+    if plan.returncode != 0 or "Nothing to be done" not in plan.stdout + plan.stderr:
+        sys.exit(f"--from-results {results}: the run is not finished (`snakemake -n` plans jobs): finish it with "
+                 "`make run` first\n" + (plan.stdout + plan.stderr)[-2000:])
+    tot = benchmark_totals(results / "benchmarks")
+    return {"from": f"the finished tree of `make run` ({results.name}/), measured where it ran",
+            "wall_s": tot["wall_s"], "span_s": tot["span_s"],
+            "sittings": [[a.isoformat(timespec="seconds"), b.isoformat(timespec="seconds")]
+                         for a, b in tot["segments"]]}
+
+
 def run_json(cmd: list[str], env: dict) -> dict:
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -143,27 +172,39 @@ def main() -> None:
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "pipeline.json"))
     p.add_argument("--baseline", default=str(ROOT / "bench" / "baseline.json"))
+    p.add_argument("--from-results", default=None,
+                   help="measure this finished results tree of `make run` (the config's results:) instead of "
+                        "running the DAG again in a fresh folder")
     args = p.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="rlrt-bench-"))
-    if (work / "results").exists():
-        shutil.rmtree(work / "results")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Rules run `python` from PATH (the job's environment): this interpreter's bin/ first, as `make` does.
     env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    if args.from_results:
+        work, results = ROOT, Path(args.from_results).resolve()
+        sittings = finished_tree(results, args.config, env)
+        wall = sittings["wall_s"]
+    else:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="rlrt-bench-"))
+        results = work / "results"
+        if results.exists():
+            shutil.rmtree(results)
     smk = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
            "--configfile", args.config, "--cores", "2"]
-    t0 = time.perf_counter()
-    subprocess.run(smk, check=True, env=env)
-    wall = time.perf_counter() - t0
-    stages = stage_table(work / "results" / "benchmarks")
+    if not args.from_results:
+        t0 = time.perf_counter()
+        subprocess.run(smk, check=True, env=env)
+        wall = time.perf_counter() - t0
+        sittings = {"from": "a fresh folder, one uninterrupted run"}
+    stages = stage_table(results / "benchmarks")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     res = {"date": date.today().isoformat(), "machine": machine(), "commit": commit, "cores": 2, "wall_s": wall,
+           "run": sittings,
            "jobs": sum(r["jobs"] for r in stages.values()), "stages": stages,
            "job_seconds_by_stage": {k: r["job_seconds"] for k, r in stages.items()},
            "job_seconds_total": sum(r["job_seconds"] for r in stages.values()),
-           "claims_replicates": replicate_cost(work / "results" / "benchmarks")}
+           "claims_replicates": replicate_cost(results / "benchmarks")}
     # the critical path vs job-seconds / cores (rlrt.eta): the whole DAG's plan, each job at its measured seconds
     from rlrt.eta import parse_jobs, schedule_report
 
@@ -173,7 +214,7 @@ def main() -> None:
     empty = best_of([sys.executable, "-c", "pass"], env)
     res["imports_s"] = {"model_job": best_of([sys.executable, "-c", MODEL_JOB_IMPORTS], env) - empty,
                         "table_job": best_of([sys.executable, "-c", TABLE_JOB_IMPORTS], env) - empty}
-    ckpt = str(work / "results" / "checkpoints" / "S-base")
+    ckpt = str(results / "checkpoints" / "S-base")
     res["step_time"] = run_json([sys.executable, str(ROOT / "bench" / "bench_step_time.py"), "--config", args.config,
                                  "--checkpoint", ckpt, "--out", str(out.with_name("step_time.json"))], env)
     res["sampler"] = run_json([sys.executable, str(ROOT / "bench" / "bench_sampler.py"), "--config", args.config,

@@ -66,3 +66,17 @@ def test_summary_renders_every_figure(bench):
     assert "| rl_step | 128 | 4351 | 2,150 | 5,374 | 2.50x | True |" in md
     assert "| greedy | 16 | 4351 | 2,150 | 5,374 | 1.60x | True |" in md
     assert "1.37 s" in md and "model job: 2.50 s" in md
+
+
+def test_from_results_measures_only_a_finished_tree_of_its_config(tmp_path, bench, monkeypatch):
+    """``make bench FROM=<dir>`` refuses a tree its config did not write, and a tree with jobs left to run."""
+    import os
+    import sys
+
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    with pytest.raises(SystemExit, match="results: is results; measure the tree that config wrote"):
+        bench.finished_tree(tmp_path / "elsewhere", str(ROOT / "config" / "ci.yaml"), env)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text((ROOT / "config" / "ci.yaml").read_text() + f"\nresults: {tmp_path / 'fresh'}\n")
+    with pytest.raises(SystemExit, match="the run is not finished"):
+        bench.finished_tree((tmp_path / "fresh").resolve(), str(overlay), env)

@@ -182,6 +182,23 @@ def test_make_docs_writes_the_documents_from_a_results_tree(tmp_path):
     assert proc.returncode != 0 and "missing tables/claims.md" in proc.stderr
 
 
+def test_a_run_stopped_and_resumed_counts_its_sittings_not_the_pause(tmp_path):
+    b = tmp_path / "benchmarks"
+    _bench(b / "backbone" / "S-base.tsv", 100.0, T0)                 # 07:58:20 - 08:00
+    _bench(b / "rl" / "S-base" / "grpo.tsv", 300.0, T0 + 400)        # 08:01:40 - 08:06:40 (100 s idle: one sitting)
+    _bench(b / "rl" / "S-base" / "rlrt.tsv", 600.0, T0 + 3 * 3600)   # resumed at 10:50 after a pause of ~2.7 h
+    _bench(b / "table1.tsv", 0.5, T0 + 3 * 3600 + 60)
+    tot = docs.benchmark_totals(b)
+    assert tot["wall_s"] == pytest.approx(500 + 660) and tot["span_s"] == pytest.approx(3 * 3600 + 160)
+    assert len(tot["segments"]) == 2
+    text = docs.wall_time(tot)
+    assert text.startswith("19.3 min with a job running, in 2 sittings")
+    assert "2027-01-15 07:58 UTC to 08:06 (8 min); 2027-01-15 10:50 UTC to 11:01 (11 min)" in text
+    # overlapping jobs (2 cores) are counted once
+    assert docs.busy_segments([(0, 100), (50, 120), (110, 130)]) == [(0, 130)]
+    assert docs.busy_segments([(0, 10), (500, 510)], gap_s=120) == [(0, 10), (500, 510)]
+
+
 def test_numbers_are_compared_without_sign_or_thousands_separator():
     assert docs.numbers("−5.6, +6.1 and 23,779 job-seconds; Qwen3-4B at 1e-6 and eps_w=0.2") == \
         {"5.6", "6.1", "23779", "1e-6", "0.2"}
@@ -189,7 +206,7 @@ def test_numbers_are_compared_without_sign_or_thousands_separator():
 
 PIPELINE = {
     "date": "2027-01-15", "machine": "2 cores, Test CPU 9000, Linux 6.1", "commit": "abc1234", "cores": 2,
-    "wall_s": 5400.0, "jobs": 3, "job_seconds_total": 900.0,
+    "wall_s": 5460.0, "jobs": 3, "job_seconds_total": 900.0,
     "stages": {"evaluate": {"jobs": 1, "job_seconds": 150.0, "peak_rss_mb": 800.0},
                "rl": {"jobs": 2, "job_seconds": 750.0, "peak_rss_mb": 1300.4}},
     "job_seconds_by_stage": {"evaluate": 150.0, "rl": 750.0},
@@ -212,12 +229,19 @@ def test_performance_doc_from_the_bench_json(tmp_path):
     assert not (tmp_path / "d" / "results.md").exists()
     stamp = "2027-01-15, 2 cores, Test CPU 9000, Linux 6.1, commit `abc1234`"
     assert doc.count(stamp) >= 5  # the top, and each section's figure
-    assert "**90.0 min** wall, 3 jobs, 900 job-seconds" in doc
+    assert "`config/config.yaml`, in a fresh folder, one uninterrupted run: **91.0 min** wall, 3 jobs, 900 " \
+           "job-seconds" in doc
     assert "| rl | 2 | 750 | 1,300 |" in doc and "| evaluate | 1 | 150 | 800 |" in doc
     assert "1 jobs, 300 job-seconds, 33 % of the DAG's job-seconds" in doc
     assert "| teacher pass | 0.000 | 0.250 | 0.450 |" in doc and "| teacher rows (count) | 0 | 56 | 109 |" in doc
     assert "| rl_step | 128 | 4351 | 2,150 | 3,397 | 1.58x | True |" in doc
-    assert "| whole default DAG, wall | 90.0 min | ≤ 15 min | **no** |" in doc
+    assert "| whole default DAG, wall | 91.0 min | ≤ 90 min | **no** |" in doc
+    stitched = {**PIPELINE, "run": {"from": "the finished tree of `make run` (results/), measured where it ran",
+                                    "sittings": [["2027-01-15T08:00:00+00:00", "2027-01-15T09:00:00+00:00"],
+                                                 ["2027-01-16T10:00:00+00:00", "2027-01-16T10:31:00+00:00"]]}}
+    assert "`make run` (results/), measured where it ran, in 2 sittings (stopped and resumed; the wall time is " \
+           "their sum" in docs.performance_doc(stitched, "p.json")
+    assert "2027-01-15 08:00 to 09:00; 2027-01-16 10:00 to 10:31 UTC)" in docs.performance_doc(stitched, "p.json")
     assert "| one RLRT step over one GRPO step | 1.05x | ≤ 1.10x | yes |" in doc
     assert "| a model job's imports | 3.21 s | ≤ 2 s | **no** |" in doc
     assert "| `snakemake -n` on the finished tree | 1.37 s | ≤ 3 s | yes |" in doc
