@@ -14,6 +14,8 @@ One run, side by side where it compares:
    the engine's default at the base backbones' shapes, alternated, as ratios.
 6. The schedule (``rlrt.eta.schedule_report``): the DAG's critical path (``snakemake -n --forceall`` on the
    finished tree, each job at its measured seconds) against job-seconds / cores, and list schedules of the plan.
+7. ``bench_cuts.py``: what halving the evaluations' samples or problems, or dropping the third seed, would do to
+   the claims' standard errors and verdicts, with what each saves.
 
 Writes ``results/bench/pipeline.json`` and ``results/bench/summary.md``.
 
@@ -221,6 +223,8 @@ def main() -> None:
                                "--checkpoint", ckpt, "--out", str(out.with_name("sampler.json"))], env)
     res["levers"] = run_json([sys.executable, str(ROOT / "bench" / "bench_levers.py"), "--config", args.config,
                               "--out", str(out.with_name("levers.json"))], env)
+    res["cuts"] = run_json([sys.executable, str(ROOT / "bench" / "bench_cuts.py"), "--config", args.config,
+                            "--results", str(results), "--out", str(out.with_name("cuts.json"))], env)
     out.write_text(json.dumps(res, indent=2) + "\n")
     base = json.loads(Path(args.baseline).read_text())
     out.with_name("summary.md").write_text(summary_md(res, base))

@@ -128,6 +128,20 @@ def test_results_doc_carries_stamp_tables_figures_and_training_summary(tmp_path,
     assert docs.BEGIN in doc and docs.END in doc and docs.unsupported_numbers(doc) == []
 
 
+def test_make_docs_on_the_ci_run_carries_its_tables_figures_and_claims(tmp_path, dag_run):
+    """`make docs` on a real finished tree (the ci DAG), not only on a written one: every table the config plans,
+    the claims rows, the figures copied beside the document and linked, one sitting in the stamp."""
+    results, out = dag_run / "results", tmp_path / "docs"
+    assert docs.main(["--configfile", str(CI), "--results", str(results), "--out", str(out)]) == 0
+    doc = (out / "results.md").read_text()
+    for heading, path in docs.expected_tables(load_overlay(CI)):
+        assert f"## {heading}" in doc and f"`{results}/{path}`" in doc, path
+    assert docs._demote((results / "tables" / "claims.md").read_text().strip()) in doc  # every row, verbatim
+    pngs = sorted(p.name for p in (results / "figures").glob("*.png"))
+    assert pngs and all((out / "figures" / n).is_file() and f"(figures/{n})" in doc for n in pngs)
+    assert "| wall time | " in doc and "sittings" not in doc and docs.unsupported_numbers(doc) == []
+
+
 def test_an_unfinished_tree_is_refused_naming_what_is_missing(tmp_path, ci_cfg):
     results = write_tree(tmp_path)
     (results / "tables" / "table3.md").unlink()
@@ -250,6 +264,26 @@ def test_performance_doc_from_the_bench_json(tmp_path):
     assert "| 0.00x | ≥ 3x | **no** |" in docs.performance_doc(broken, "p.json")  # other tokens: no speed-up counts
     (tmp_path / "bad.json").write_text("{}")
     assert docs.main(["--no-results", "--bench", str(tmp_path / "bad.json"), "--out", str(tmp_path / "d")]) == 1
+
+
+def test_performance_doc_states_what_each_cut_of_work_does_to_the_claims():
+    row = {"claim": "1", "where": "M-base", "a": "rlrt", "b": "grpo",
+           "full": {"diff": 2.5, "se": 0.8, "verdict": "reproduced", "seeds": 3, "problems": 256},
+           "samples_half": {"n": 8, "se": 1.0, "same_verdict": 0.75, "draws": 20},
+           "problems_half": {"diff": 2.0, "se": 1.1, "verdict": "inconclusive", "seeds": 3, "problems": 128},
+           "fewer_seeds": {"diff": 2.4, "se": 0.5, "verdict": "reproduced", "seeds": 2, "problems": 256}}
+    steady = {**row, "claim": "0", "samples_half": {**row["samples_half"], "same_verdict": 1.0},
+              "problems_half": {**row["problems_half"], "verdict": "reproduced"}}
+    cuts = {"rows": [steady, row], "job_seconds": 30_000.0, "eval_job_seconds": 2_400.0, "seeds": 3,
+            "last_seed_job_seconds": 7_500.0, "draws": 20}
+    doc = docs.performance_doc({**PIPELINE, "cuts": cuts}, "p.json")
+    assert "The evaluations are 2,400 of the run's 30,000 job-seconds (8 %): halving their samples or problems " \
+           "saves at most 1,200 (~10 min on 2 cores). The last seed's jobs are 7,500 job-seconds (25 %)." in doc
+    assert "of every split, and **2 seeds** (0 to 1). The evaluations" in doc
+    assert "Verdicts moved: avg@8 in 1 of 2 rows (in at least one draw), half the problems in 1, 2 seeds in 0." \
+           in doc
+    assert "| 1 | M-base | rlrt − grpo | +2.5 | 0.80, reproduced | 1.00 (1.25x), 75 % | 1.10, inconclusive | " \
+           "0.50, reproduced |" in doc
 
 
 # ---- the committed documents ----------------------------------------------------------------------------------------

@@ -339,6 +339,8 @@ def performance_doc(res: dict[str, Any], source: str, now: datetime | None = Non
         out += levers_section(res["levers"], stamp)
     if res.get("schedule"):
         out += schedule_section(res["schedule"], res["wall_s"], stamp)
+    if res.get("cuts"):
+        out += cuts_section(res["cuts"], res["cores"], stamp)
     out.append("")
     return "\n".join(out)
 
@@ -378,6 +380,43 @@ def schedule_section(sch: dict[str, Any], wall_s: float, stamp: str) -> list[str
            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sch["list_schedule_s"].items()) + ".", "",
            "| critical path, in order | job-seconds |", "| --- | ---: |"]
     out += [f"| `{c['job']}` | {c['s']:,.0f} |" for c in sch["critical_path"] if c["s"] > 0]
+    return out
+
+
+def cuts_section(cuts: dict[str, Any], cores: int, stamp: str) -> list[str]:
+    """``performance.md``'s section on cutting work (``bench/bench_cuts.py`` on the run's evaluations): per avg@n
+    claim row, the standard error and verdict on the run's own files and under half the samples, half the problems
+    and one seed fewer (runs of 3 seeds or more); with what each cut saves, from the run's benchmark files."""
+    tot, ev, last, seeds = cuts["job_seconds"], cuts["eval_job_seconds"], cuts["last_seed_job_seconds"], cuts["seeds"]
+    rows = cuts["rows"]
+    if not rows:
+        return []
+
+    def moved(key: str) -> int:
+        return sum(1 for r in rows if key in r and (r[key]["verdict"] != r["full"]["verdict"]
+                                                     if "verdict" in r[key] else r[key]["same_verdict"] < 1))
+
+    n = rows[0]["samples_half"]["n"]
+    out = ["", "## Cutting work: what the claims would lose", "",
+           f"Each avg@n claim row scored as the `claims` stage scores it, on this run's evaluations and under three "
+           f"cuts made from the same files (`bench/bench_cuts.py`; {stamp}): **avg@{n}** (each problem's {n} samples "
+           f"drawn without replacement from its {2 * n}, {cuts['draws']} draws), **half the problems** of every split"
+           + (f", and **{seeds - 1} seeds** (0 to {seeds - 2}). " if seeds >= 3 else ". ")
+           + f"The evaluations are {ev:,.0f} of the run's {tot:,.0f} job-seconds ({100 * ev / tot:.0f} %): halving their samples or problems saves at most {ev / 2:,.0f} "
+           f"(~{ev / 2 / cores / 60:.0f} min on {cores} cores)."
+           + (f" The last seed's jobs are {last:,.0f} job-seconds ({100 * last / tot:.0f} %)." if seeds >= 3 else "")
+           + f" Verdicts moved: avg@{n} in {moved('samples_half')} of {len(rows)} rows (in at least one draw), half "
+           f"the problems in {moved('problems_half')}"
+           + (f", {seeds - 1} seeds in {moved('fewer_seeds')}." if seeds >= 3 else "."), "",
+           f"| claim | where | a − b | a − b (points) | SE, verdict | avg@{n}: SE, same verdict | half the problems: "
+           f"SE, verdict | {seeds - 1} seeds: SE, verdict |", "| --- | --- | --- | ---: | --- | --- | --- | --- |"]
+    for r in rows:
+        f, h, q = r["full"], r["samples_half"], r["problems_half"]
+        two = r.get("fewer_seeds")
+        out.append(f"| {r['claim']} | {r['where']} | {r['a']} − {r['b']} | {f['diff']:+.1f} | {f['se']:.2f}, "
+                   f"{f['verdict']} | {h['se']:.2f} ({h['se'] / f['se']:.2f}x), {100 * h['same_verdict']:.0f} % | "
+                   f"{q['se']:.2f}, {q['verdict']} | "
+                   + (f"{two['se']:.2f}, {two['verdict']} |" if two else "– |"))
     return out
 
 
