@@ -3,21 +3,16 @@ evaluation files the test writes with a known answer."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, bench_script
 
 
 @pytest.fixture(scope="module")
 def cuts():
-    spec = importlib.util.spec_from_file_location("bench_cuts", ROOT / "bench" / "bench_cuts.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("bench_cuts")
 
 
 def _eval(counts, n=16):

@@ -4,9 +4,7 @@ and ``performance.md``'s section with its pays / does-not-pay verdicts. Tiny mod
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,17 +13,14 @@ from rlrt import docs
 
 from test_resume import tok  # noqa: F401 (fixture: a small trained tokenizer)
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import bench_script
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2}
 
 
 @pytest.fixture(scope="module")
 def levers():
-    spec = importlib.util.spec_from_file_location("bench_levers", ROOT / "bench" / "bench_levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("bench_levers")
 
 
 @pytest.fixture()
@@ -130,9 +125,7 @@ def test_performance_doc_carries_the_levers_section_when_the_bench_has_it():
 def test_bench_pipeline_records_the_levers_in_its_summary():
     from test_docs import PIPELINE
 
-    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "bench" / "bench_pipeline.py")
-    pipeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pipeline)
+    pipeline = bench_script("bench_pipeline")
     base = {"date": "2026-11-24", "machine": "2 cores, X", "commit": "335e8ef", "wall_s": 3642, "jobs": 125,
             "job_seconds_total": 7239, "job_seconds_by_stage": {}}
     text = pipeline.summary_md({**PIPELINE, "levers": _levers_json(0.30, 122.0, 3.5)}, base)

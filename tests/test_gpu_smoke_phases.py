@@ -10,7 +10,6 @@ can confirm.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,15 +17,12 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, bench_script
 
 
 @pytest.fixture(scope="module")
 def smoke():
-    spec = importlib.util.spec_from_file_location("gpu_smoke_phases", ROOT / "bench" / "gpu_smoke.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("gpu_smoke", "gpu_smoke_phases")
 
 
 def stub(path: Path, code: int = 0) -> list[str]:
