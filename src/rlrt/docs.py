@@ -408,7 +408,7 @@ def cuts_section(cuts: dict[str, Any], cores: int, stamp: str) -> list[str]:
            + f" Verdicts moved: avg@{n} in {moved('samples_half')} of {len(rows)} rows (in at least one draw), half "
            f"the problems in {moved('problems_half')}"
            + (f", {seeds - 1} seeds in {moved('fewer_seeds')}." if seeds >= 3 else "."), "",
-           f"| claim | where | a − b | a − b (points) | SE, verdict | avg@{n}: SE, same verdict | half the problems: "
+           f"| claim | where | arms | a − b (points) | SE, verdict | avg@{n}: SE, same verdict | half the problems: "
            f"SE, verdict | {seeds - 1} seeds: SE, verdict |", "| --- | --- | --- | ---: | --- | --- | --- | --- |"]
     for r in rows:
         f, h, q = r["full"], r["samples_half"], r["problems_half"]
