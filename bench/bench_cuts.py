@@ -16,8 +16,8 @@ the t interval over seeds), once on the run's own evaluations and once under eac
 
 Beside each cut, what it saves, from the tree's own benchmark files: the evaluation stages' job-seconds that
 sampling is proportional to (``evaluate``, and RLT's student evaluations), and for the seeds the job-seconds of
-every job of the last seed (``+seed=<S-1>``). pass@k rows (Fig 8's n samples) and the analysis studies are left out: halving their n would
-remove the k they score.
+every job of the last seed (``+seed=<S-1>``). pass@k rows (Fig 8's n samples) and the analysis studies are
+left out: halving their n would remove the k they score.
 
     python bench/bench_cuts.py [--config config/config.yaml] [--draws 20] [--out results/bench/cuts.json]
 """

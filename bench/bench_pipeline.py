@@ -14,8 +14,8 @@ One run, side by side where it compares:
    the engine's default at the base backbones' shapes, alternated, as ratios.
 6. The schedule (``rlrt.eta.schedule_report``): the DAG's critical path (``snakemake -n --forceall`` on the
    finished tree, each job at its measured seconds) against job-seconds / cores, and list schedules of the plan.
-7. ``bench_cuts.py``: what halving the evaluations' samples or problems, or dropping the third seed, would do to
-   the claims' standard errors and verdicts, with what each saves.
+7. ``bench_cuts.py``: what halving the evaluations' samples or problems, or one seed fewer, would do to the
+   claims' standard errors and verdicts, with what each saves.
 
 Writes ``results/bench/pipeline.json`` and ``results/bench/summary.md``.
 
@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
@@ -69,19 +68,11 @@ def best_of(cmd: list[str], env: dict, n: int = 3, cwd: Path | None = None) -> f
 
 
 def stage_table(bench_dir: Path) -> dict[str, dict[str, float]]:
-    """Per stage family (the benchmark tree's first level): jobs, job-seconds, peak RSS (MB) of its largest job."""
-    out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "job_seconds": 0.0, "peak_rss_mb": 0.0})
-    for tsv in bench_dir.rglob("*.tsv"):
-        stage = tsv.relative_to(bench_dir).parts[0].removesuffix(".tsv")
-        with tsv.open() as f:
-            row = next(csv.DictReader(f, delimiter="\t"))
-        rec = out[stage]
-        rec["jobs"] += 1
-        rec["job_seconds"] += float(row["s"])
-        rss = row.get("max_rss", "NA")
-        if rss not in ("NA", "", "-"):
-            rec["peak_rss_mb"] = max(rec["peak_rss_mb"], float(rss))
-    return dict(sorted(out.items()))
+    """Per stage family (the benchmark tree's first level): jobs, job-seconds, peak RSS (MB) of its largest job
+    (``rlrt.docs.benchmark_totals``, which make docs reads the same files with)."""
+    from rlrt.docs import benchmark_totals
+
+    return benchmark_totals(bench_dir)["stages"]
 
 
 def replicate_cost(bench_dir: Path) -> dict[str, float]:
@@ -110,8 +101,8 @@ def finished_tree(results: Path, config: str, env: dict) -> dict:
         sys.exit(f"--from-results {results}: {config}'s results: is {cfg['results']}; measure the tree that config "
                  "wrote (or pass --config)")
     plan = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(ROOT), "--configfile", config, "-n", "--nolock", "--quiet", "rules"], env=env, capture_output=True,
-                          text=True)
+                           str(ROOT), "--configfile", config, "-n", "--nolock", "--quiet", "rules"], env=env,
+                          capture_output=True, text=True)
     if plan.returncode != 0 or "Nothing to be done" not in plan.stdout + plan.stderr:
         sys.exit(f"--from-results {results}: the run is not finished (`snakemake -n` plans jobs): finish it with "
                  "`make run` first\n" + (plan.stdout + plan.stderr)[-2000:])

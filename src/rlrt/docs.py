@@ -402,7 +402,8 @@ def cuts_section(cuts: dict[str, Any], cores: int, stamp: str) -> list[str]:
            f"cuts made from the same files (`bench/bench_cuts.py`; {stamp}): **avg@{n}** (each problem's {n} samples "
            f"drawn without replacement from its {2 * n}, {cuts['draws']} draws), **half the problems** of every split"
            + (f", and **{seeds - 1} seeds** (0 to {seeds - 2}). " if seeds >= 3 else ". ")
-           + f"The evaluations are {ev:,.0f} of the run's {tot:,.0f} job-seconds ({100 * ev / tot:.0f} %): halving their samples or problems saves at most {ev / 2:,.0f} "
+           + f"The evaluations are {ev:,.0f} of the run's {tot:,.0f} job-seconds ({100 * ev / tot:.0f} %): halving "
+           f"their samples or problems saves at most {ev / 2:,.0f} "
            f"(~{ev / 2 / cores / 60:.0f} min on {cores} cores)."
            + (f" The last seed's jobs are {last:,.0f} job-seconds ({100 * last / tot:.0f} %)." if seeds >= 3 else "")
            + f" Verdicts moved: avg@{n} in {moved('samples_half')} of {len(rows)} rows (in at least one draw), half "
