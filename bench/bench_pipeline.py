@@ -138,11 +138,12 @@ def summary_md(res: dict, base: dict) -> str:
     lines += ["", f"One RL step on S-base ({st['question_batch']} questions x {st['n_rollouts']} rollouts, "
               f"mean of {st['steps']} steps, alternated): GRPO {st['grpo_step_s']:.2f} s, RLRT {st['rlrt_step_s']:.2f} s "
               f"(**{st['rlrt_over_grpo']:.2f}x**), RLSD {st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x, "
-              "every row scored by the teacher).", "",
-              "| phase (s) | GRPO | RLRT | RLSD |", "| --- | ---: | ---: | ---: |"]
+              "every row scored by the teacher)"
+              + (f"; GRPO with θ_old's log-probs recomputed instead of the sampler's: {st['grpo_recompute_step_s']:.2f} s "
+                 f"({st['rollout_logp_speedup']:.2f}x slower)." if "grpo_recompute" in b else "."), "",
+              "| phase (s) | " + " | ".join(b) + " |", "| --- |" + " ---: |" * len(b)]
     for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
-        lines.append(f"| {k.removeprefix('time_')} | " + " | ".join(f"{b[m][k]:.3f}" for m in ("grpo", "rlrt", "rlsd"))
-                     + " |")
+        lines.append(f"| {k.removeprefix('time_')} | " + " | ".join(f"{b[m][k]:.3f}" for m in b) + " |")
     lines += ["", "Sampler (lean loop vs `transformers` `generate`, same checkpoint, prompts, batch, lengths, seed):", "",
               "| batch | rows | tokens | generate tok/s | lean tok/s | speed-up | same tokens |",
               "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]

@@ -2,7 +2,9 @@
 
 Alternates GRPO and RLRT steps (same model weights, same prompts, same sampling seed) so that both see the same
 machine state, and reports mean step time per method, the RLRT/GRPO ratio and where a step's time goes (sampling,
-grading, old log-probs, the method's shaping with its teacher pass, the update). Uses the pipeline's S-base
+grading, old log-probs, the method's shaping with its teacher pass, the update). A fourth arm, GRPO with
+``old_logp: recompute`` (a separate no-grad pass for θ_old's log-probs instead of the sampler's own), measures
+that lever in the same run. Uses the pipeline's S-base
 checkpoint when it exists (``results/checkpoints/S-base``), else a freshly built model of the same size.
 
     python bench/bench_step_time.py [--checkpoint DIR] [--steps 6] [--out results/bench/step_time.json]
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import time
@@ -56,23 +59,29 @@ def main() -> None:
     rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "max_response_length":
                                         cfg["backbones"]["S-base"]["max_response_length"]})
     init = copy.deepcopy(model.state_dict())
-    times: dict[str, list[float]] = {"grpo": [], "rlrt": [], "rlsd": []}  # RLSD: every row teacher-scored
+    # RLSD: every row teacher-scored; grpo_recompute: GRPO with θ_old's log-probs recomputed (rl.old_logp)
+    times: dict[str, list[float]] = {"grpo": [], "rlrt": [], "rlsd": [], "grpo_recompute": []}
+    arm_cfg = {m: rl_cfg for m in times}
+    arm_cfg["grpo_recompute"] = dataclasses.replace(rl_cfg, old_logp="recompute")
+    rl_cfg = dataclasses.replace(rl_cfg, old_logp="rollout")
+    arm_cfg.update({m: rl_cfg for m in ("grpo", "rlrt", "rlsd")})
     phases = ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update")
     parts: dict[str, dict[str, list[float]]] = {m: {k: [] for k in phases + ("teacher_rows",)} for m in times}
     with Grader(workers=1) as grader:
         for step in range(args.steps + 1):  # step 0 warms up both paths and is not counted
             batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
-            for method in times:
+            for arm in times:
                 model.load_state_dict(init)
+                method = arm.removesuffix("_recompute")
                 spec = get_method(method)
                 opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
                 t0 = time.perf_counter()
-                m = engine.rl_step(model, tok, opt, spec, spec.make_settings(method_config(cfg, "S-base", method)), rl_cfg, batch, step,
-                                   grader.grade_batch)
+                m = engine.rl_step(model, tok, opt, spec, spec.make_settings(method_config(cfg, "S-base", method)),
+                                   arm_cfg[arm], batch, step, grader.grade_batch)
                 if step:
-                    times[method].append(time.perf_counter() - t0)
-                    for k in parts[method]:
-                        parts[method][k].append(m[k])
+                    times[arm].append(time.perf_counter() - t0)
+                    for k in parts[arm]:
+                        parts[arm][k].append(m[k])
     res = {
         "source": source,
         "question_batch": rl_cfg.question_batch, "n_rollouts": rl_cfg.n_rollouts, "steps": args.steps,
@@ -81,6 +90,9 @@ def main() -> None:
         "rlrt_teacher_pass_s": statistics.mean(parts["rlrt"]["time_teacher"]),
         "breakdown_s": {m: {k: statistics.mean(v) for k, v in parts[m].items()} for m in parts},
     }
+    res["grpo_recompute_step_s"] = statistics.mean(times["grpo_recompute"])
+    # > 1: the sampler's log-probs make a GRPO step this much faster than a recompute of θ_old's
+    res["rollout_logp_speedup"] = res["grpo_recompute_step_s"] / res["grpo_step_s"]
     res["rlrt_over_grpo"] = res["rlrt_step_s"] / res["grpo_step_s"]
     res["rlsd_over_grpo"] = res["rlsd_step_s"] / res["grpo_step_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,13 @@ def test_summary_renders_every_figure(bench):
     assert "| rl_step | 128 | 4351 | 2,150 | 5,374 | 2.50x | True |" in md
     assert "| greedy | 16 | 4351 | 2,150 | 5,374 | 1.60x | True |" in md
     assert "1.37 s" in md and "model job: 2.50 s" in md
+    assert "recomputed" not in md
+    st = res["step_time"]
+    res["step_time"] = {**st, "grpo_recompute_step_s": 1.7, "rollout_logp_speedup": 1.2,
+                        "breakdown_s": {**st["breakdown_s"], "grpo_recompute": phases}}
+    md = bench.summary_md(res, base)
+    assert "| phase (s) | grpo | rlrt | rlsd | grpo_recompute |" in md
+    assert "recomputed instead of the sampler's: 1.70 s (1.20x slower)" in md
 
 
 def test_from_results_measures_only_a_finished_tree_of_its_config(tmp_path, bench, monkeypatch):

@@ -259,6 +259,15 @@ def test_performance_doc_from_the_bench_json(tmp_path):
     assert "| one RLRT step over one GRPO step | 1.05x | ≤ 1.10x | yes |" in doc
     assert "| a model job's imports | 3.21 s | ≤ 2 s | **no** |" in doc
     assert "| `snakemake -n` on the finished tree | 1.37 s | ≤ 3 s | yes |" in doc
+    assert "recomputed" not in doc  # a bench without the fourth arm (old_logp: recompute) claims nothing about it
+    st = PIPELINE["step_time"]
+    four = {**PIPELINE, "step_time": {**st, "grpo_recompute_step_s": 2.4, "rollout_logp_speedup": 1.2,
+                                      "breakdown_s": {**st["breakdown_s"], "grpo_recompute": {
+                                          **st["breakdown_s"]["grpo"], "time_old_logp": 0.4}}}}
+    doc4 = docs.performance_doc(four, "p.json")
+    assert "| phase (s) | GRPO | RLRT | RLSD | GRPO, θ_old recomputed |" in doc4
+    assert "| old log-probs | 0.350 | 0.350 | 0.350 | 0.400 |" in doc4
+    assert "the fourth arm: 2.40 s, so the sampler's save 1.20x of a GRPO step." in doc4
     broken = {**PIPELINE, "sampler": {"results": {"x": {**PIPELINE["sampler"]["results"]["rl_step"],
                                                         "speedup": 3.5, "same_tokens": False}}}}
     assert "| 0.00x | ≥ 3x | **no** |" in docs.performance_doc(broken, "p.json")  # other tokens: no speed-up counts

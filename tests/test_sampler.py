@@ -74,7 +74,7 @@ def test_same_tokens_as_generate(tok, tie, kw):
         torch.manual_seed(seed)
         ref = _generate(model, ids, mask, 24, tok.eos_token_id, tok.pad_token_id, **kw)
         torch.manual_seed(seed)
-        out, _ = sampler.decode(model, ids, mask, 24, tok.eos_token_id, tok.pad_token_id, **kw)
+        out, _, _ = sampler.decode(model, ids, mask, 24, tok.eos_token_id, tok.pad_token_id, **kw)
         assert torch.equal(ref, out), f"seed {seed}: {(ref != out).sum()} tokens differ"
         if seed == 0:
             ends = {int((row == tok.eos_token_id).nonzero()[0]) if (row == tok.eos_token_id).any() else -1
@@ -95,13 +95,17 @@ def test_logp_equals_full_forward(tok):
     ids, mask = prompts(tok)
     for temperature in (1.0, 0.7):
         torch.manual_seed(0)
-        out, logp = sampler.decode(model, ids, mask, 20, tok.eos_token_id, tok.pad_token_id, temperature=temperature)
+        out, logp, ent = sampler.decode(model, ids, mask, 20, tok.eos_token_id, tok.pad_token_id,
+                                        temperature=temperature)
         from rlrt.backends.local.rollout import response_mask_from_ids
 
         rmask = response_mask_from_ids(out, tok.eos_token_id)
-        full, _ = score_responses(model, ids, mask, out, rmask, temperature)
+        full, full_ent = score_responses(model, ids, mask, out, rmask, temperature, with_entropy=True)
         assert torch.allclose(logp * rmask, full, atol=1e-5), (logp * rmask - full).abs().max()
+        assert torch.allclose(ent * rmask, full_ent, atol=1e-5), (ent * rmask - full_ent).abs().max()
+        assert float(full_ent.max()) > 0.5  # a real distribution, not a one-hot
         assert float((logp * (1 - rmask)).abs().sum()) == 0.0  # nothing after EOS
+        assert float((ent * (1 - rmask)).abs().sum()) == 0.0
 
 
 def test_draw_is_torch_multinomial():
@@ -177,3 +181,30 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_old_logprobs_from_the_sampler_equal_a_recompute(tok):
+    """``old_logp: rollout`` (the RL loops' default) gives θ_old's log-probs and entropy as the sampler recorded
+    them; they must be ``score_responses``' values over several chunks of different widths, zero past each
+    response, and ``generate``'s rollouts (which carry none) are recomputed."""
+    from rlrt.backends.local.rollout import old_logprobs
+
+    model = qwen3(tok, eos_boost=1.0)
+    texts = ["What is 1 + 2?", "What is 30 + 4?", "What is 7 + 8 + 9?"]
+    ro = sample(model, tok, texts, 4, 16, temperature=0.9, seed=3, batch_size=5, engine="lean")  # 3 chunks
+    assert ro.logp is not None and ro.logp.shape == ro.response_ids.shape == ro.entropy.shape
+    assert len(set(ro.lengths.tolist())) > 2  # rows of different lengths, padding inside the chunks
+    rec_logp, rec_ent = old_logprobs(model, ro, "recompute", 0.9, 4, with_entropy=True)
+    got_logp, got_ent = old_logprobs(model, ro, "rollout", 0.9, 4, with_entropy=True)
+    assert got_logp is ro.logp  # no second pass
+    assert torch.allclose(got_logp, rec_logp, atol=1e-5), (got_logp - rec_logp).abs().max()
+    assert torch.allclose(got_ent, rec_ent, atol=1e-5), (got_ent - rec_ent).abs().max()
+    assert float(rec_logp.abs().sum()) > 1.0 and float(got_ent.sum()) > 1.0
+    pad = ~ro.response_mask.bool()
+    assert float(got_logp[pad].abs().sum()) == 0.0 and float(got_ent[pad].abs().sum()) == 0.0
+    gen = sample(model, tok, texts, 2, 8, temperature=0.9, seed=3, engine="generate")
+    assert gen.logp is None
+    logp, ent = old_logprobs(model, gen, "rollout", 0.9, 4)
+    assert ent is None and torch.equal(logp, old_logprobs(model, gen, "recompute", 0.9, 4)[0])
+    with pytest.raises(ValueError, match="old_logp must be rollout or recompute"):
+        old_logprobs(model, ro, "sampler", 0.9, 4)

@@ -307,17 +307,22 @@ def performance_doc(res: dict[str, Any], source: str, now: datetime | None = Non
                 f"{rep['job_seconds']:,.0f} job-seconds, {100 * rep['share']:.0f} % of the DAG's job-seconds."]
     st = res["step_time"]
     b = st["breakdown_s"]
+    arms = {m: name for m, name in (("grpo", "GRPO"), ("rlrt", "RLRT"), ("rlsd", "RLSD"),
+                                    ("grpo_recompute", "GRPO, θ_old recomputed")) if m in b}
     out += ["", "## One RL step", "",
             f"S-base, {st['question_batch']} questions × {st['n_rollouts']} rollouts, mean of {st['steps']} steps, "
             f"the three methods' steps alternated in one process (`bench/bench_step_time.py`; {stamp}): GRPO "
             f"{st['grpo_step_s']:.2f} s, RLRT {st['rlrt_step_s']:.2f} s ({st['rlrt_over_grpo']:.2f}x), RLSD "
-            f"{st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x).", "",
-            "| phase (s) | GRPO | RLRT | RLSD |", "| --- | ---: | ---: | ---: |"]
+            f"{st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x)."
+            + (f" θ_old's log-probs are the sampler's own (`rl.old_logp: rollout`); GRPO with them recomputed by a "
+               f"separate pass, the fourth arm: {st['grpo_recompute_step_s']:.2f} s, so the sampler's save "
+               f"{st['rollout_logp_speedup']:.2f}x of a GRPO step." if "grpo_recompute" in b else ""), "",
+            "| phase (s) | " + " | ".join(arms.values()) + " |", "| --- |" + " ---: |" * len(arms)]
     for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
         name = {"time_gen": "sampling", "time_old_logp": "old log-probs", "time_teacher": "teacher pass",
                 "teacher_rows": "teacher rows (count)"}.get(k, k.removeprefix("time_"))
         fmt = "{:.0f}" if k == "teacher_rows" else "{:.3f}"
-        out.append(f"| {name} | " + " | ".join(fmt.format(b[m][k]) for m in ("grpo", "rlrt", "rlsd")) + " |")
+        out.append(f"| {name} | " + " | ".join(fmt.format(b[m][k]) for m in arms) + " |")
     out += ["", "## Sampler", "",
             f"The lean sampler against `transformers`' `generate`, same checkpoint, prompts, batches, lengths and seed "
             f"(`bench/bench_sampler.py`; {stamp}):", "",

@@ -5,7 +5,10 @@ One step (``rl_step``), in order; every equation lives in ``rlrt.methods``, this
 1. ``sample``: ``question_batch`` prompts x ``n_rollouts`` responses with θ_old (temperature 1.0; the lean
    sampler of ``rlrt.backends.local.sampler``);
 2. ``grade``: r in {0, 1} per rollout;
-3. ``old log-probs``: the sampled ids under θ_old with the student prompt -> log P_S(y_t) and its entropy;
+3. ``old log-probs``: the sampled ids under θ_old with the student prompt -> log P_S(y_t) and its entropy; by
+   default (``old_logp: rollout``) the values the sampler recorded as it drew each token (the same fp32 model,
+   so the same numbers up to rounding, and no second pass: verl's rollout-correction bypass mode), else
+   (``recompute``) a no-grad pass over prompt + response, as verl's actor does;
 4. ``shape_advantages`` (``rlrt.methods.shaping``, backend-neutral): reward bonus, group advantages, the teacher
    view through ``LocalTeacher`` (θ_old for token-weight methods, the frozen copy for SDPO/SRPO; only the rows
    whose teacher score can change an advantage, ``rows_needing_teacher``), token advantages, the objective's plan;
@@ -31,7 +34,8 @@ from rlrt.backends.local import loop as train_loop
 from rlrt.backends.local.loop import QuestionOrder, warmup_lr
 from rlrt.backends.local.ppo import PPOConfig, UpdateBatch, mean, ppo_update
 from rlrt.backends.local.resume import Resumable
-from rlrt.backends.local.rollout import Rollouts, left_pad, response_logits, sample, score_responses
+from rlrt.backends.local.rollout import (Rollouts, left_pad, old_logprobs, response_logits, sample,
+                                         score_responses)
 from rlrt.methods.objectives import get_objective
 from rlrt.methods.registry import MethodSpec
 from rlrt.methods.settings import MethodSettings
@@ -60,6 +64,7 @@ class RLConfig:
     loss_agg: str = "token-mean"
     micro_batch: int = 64
     gen_batch_size: int = 256
+    old_logp: str = "rollout"  # θ_old's log-probs: the sampler's (rollout) or a separate pass (recompute)
     seed: int = 0
     chat_template_kwargs: Optional[dict] = None  # the backbone's (rlrt.tasks.prompts.chat_prompt); None = none
 
@@ -212,8 +217,7 @@ def rl_step(
     rewards = torch.tensor(grade_fn(ro.texts, answers), dtype=torch.float32)  # (B,)
     t2 = time.perf_counter()
     # 3. old log-probs (and the rollout policy's entropy)
-    old_logp, old_ent = score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
-                                        cfg.temperature, cfg.micro_batch, with_entropy=True)
+    old_logp, old_ent = old_logprobs(model, ro, cfg.old_logp, cfg.temperature, cfg.micro_batch, with_entropy=True)
     # 4. the method: advantages, teacher view, plan
     t3 = time.perf_counter()
     teacher = LocalTeacher(teacher_model if teacher_model is not None else model, tokenizer, user_msgs, ro, n,

@@ -29,7 +29,7 @@ from rlrt.backends.local.lm import Example
 from rlrt.backends.local.loop import QuestionOrder, warmup_lr
 from rlrt.backends.local.ppo import PPOConfig, UpdateBatch, mean, ppo_update
 from rlrt.backends.local.resume import Resumable
-from rlrt.backends.local.rollout import left_pad, response_logits, sample, score_responses
+from rlrt.backends.local.rollout import left_pad, old_logprobs, response_logits, sample, score_responses
 from rlrt.methods.losses import token_logprobs
 from rlrt.methods.objectives import get_objective
 from rlrt.methods.rlt_reward import kl_reward, rlt_advantages, rlt_reward, solution_reward, token_kl
@@ -163,6 +163,7 @@ class TeacherRLConfig:
     beta: float = 0.04  # J_RLT's beta KL(pi_theta || pi_ref), pi_ref = the SFT teacher (SakanaAI/RLT: 0.04)
     micro_batch: int = 32
     gen_batch_size: int = 256
+    old_logp: str = "rollout"  # as RLConfig.old_logp: the sampler's log-probs (rollout) or a separate pass
     seed: int = 0
 
     @classmethod
@@ -192,8 +193,7 @@ def teacher_step(teacher, student, tok, optimizer, rows: Sequence[dict], step: i
                             cfg.alpha, cfg.lam, cfg.temperature, cfg.micro_batch, cfg.missing_tag_penalty)
     adv = rlt_advantages(sc["reward"].view(G, n)).reshape(-1)  # (B,)
     tok_adv = adv[:, None] * ro.response_mask  # (B, R): a sequence-level advantage on every token
-    old_logp, _ = score_responses(teacher, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
-                                  cfg.temperature, cfg.micro_batch)
+    old_logp, _ = old_logprobs(teacher, ro, cfg.old_logp, cfg.temperature, cfg.micro_batch)
     ref_logp = None
     if cfg.beta:
         if ref is None:

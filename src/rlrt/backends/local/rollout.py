@@ -13,6 +13,7 @@ The teacher view reuses the student's ``response_ids`` *exactly* and only swaps 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -28,6 +29,10 @@ class Rollouts:
     response_ids: torch.Tensor  # (B, R)
     response_mask: torch.Tensor  # (B, R)
     texts: list[str]  # decoded responses (special tokens removed), len B
+    # the sampler's log P(y_t) and entropy at the sampling temperature (B, R), 0 past response_mask: what
+    # ``score_responses`` recomputes for θ_old; None where the sampler did not give them (``generate``)
+    logp: Optional[torch.Tensor] = None
+    entropy: Optional[torch.Tensor] = None
 
     @property
     def lengths(self) -> torch.Tensor:  # (B,)
@@ -109,26 +114,39 @@ def sample(
         from rlrt.progress import progress as bar
 
         chunks = bar(chunks, desc="sampling", unit="batch", leave=False)
-    resp_chunks = []
+    resp_chunks, logp_chunks, ent_chunks = [], [], []
     for start in chunks:
         ids, mask = left_pad(rows[start:start + batch_size], pad_id)
         if lean:
-            out, _ = sampler.decode(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p)
+            out, lp, ent = sampler.decode(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k,
+                                          top_p)
+            logp_chunks.append(lp)
+            ent_chunks.append(ent)
         else:
             out = _generate(model, ids, mask, max_new_tokens, eos_id, pad_id, temperature, top_k, top_p)
         resp_chunks.append(out)
     model.train(was_training)
     width = max(max(c.shape[1] for c in resp_chunks), 1)
-    response_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    at = 0
-    for c in resp_chunks:
-        response_ids[at:at + c.shape[0], : c.shape[1]] = c
-        at += c.shape[0]
+    response_ids = _stack_right_padded(resp_chunks, width, pad_id, torch.long)
     response_mask = response_mask_from_ids(response_ids, eos_id)
     response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, pad_id))
+    logp = ent = None
+    if lean:  # the sampler's values past each row's EOS are 0 already; the mask makes that explicit
+        logp = _stack_right_padded(logp_chunks, width, 0.0, torch.float32) * response_mask
+        ent = _stack_right_padded(ent_chunks, width, 0.0, torch.float32) * response_mask
     prompt_ids, prompt_mask = left_pad(rows, pad_id)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    return Rollouts(prompt_ids, prompt_mask, response_ids, response_mask, texts)
+    return Rollouts(prompt_ids, prompt_mask, response_ids, response_mask, texts, logp, ent)
+
+
+def _stack_right_padded(chunks: list[torch.Tensor], width: int, fill, dtype) -> torch.Tensor:
+    """Row-wise concatenation of (b_i, r_i) chunks into (sum b_i, width), right-padded with ``fill``."""
+    out = torch.full((sum(c.shape[0] for c in chunks), width), fill, dtype=dtype)
+    at = 0
+    for c in chunks:
+        out[at:at + c.shape[0], : c.shape[1]] = c
+        at += c.shape[0]
+    return out
 
 
 def used_columns(prompt_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[int, int]:
@@ -230,3 +248,20 @@ def score_responses(
     logp = logp * response_mask
     ent = ent * response_mask if with_entropy else None
     return logp, ent
+
+
+def old_logprobs(model, ro: Rollouts, source: str, temperature: float, micro_batch: int,
+                 with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """θ_old's log P(y_t) (B, R) (and entropy (B, R) if ``with_entropy``) of the rollouts ``ro``.
+
+    source: ``"rollout"`` = the sampler's own values (``ro.logp`` / ``ro.entropy``, recorded at the sampling
+    temperature as it drew each token: the same model in the same precision, so ``score_responses``' numbers up
+    to rounding, without a second pass); ``"recompute"`` = ``score_responses``. Rollouts without the sampler's
+    values (``generate``) are recomputed either way.
+    """
+    if source not in ("rollout", "recompute"):
+        raise ValueError(f"old_logp must be rollout or recompute, not {source!r}")
+    if source == "rollout" and ro.logp is not None and (ro.entropy is not None or not with_entropy):
+        return ro.logp, (ro.entropy if with_entropy else None)
+    return score_responses(model, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, temperature,
+                           micro_batch, with_entropy=with_entropy)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlrt.methods.losses import entropy_from_logits
+
 
 def supports(model) -> bool:
     """True when ``model`` is a ``Qwen3ForCausalLM`` this loop reproduces exactly (full attention, default rope)."""
@@ -198,12 +200,13 @@ def draw(probs: Tensor, noise: Tensor) -> Tensor:
 
 @torch.no_grad()
 def decode(model, ids: Tensor, mask: Tensor, max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0) -> tuple[Tensor, Tensor]:
+           top_k: int = 0, top_p: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
     """Sample up to ``max_new_tokens`` after left-padded prompts ``ids``/``mask`` (B, P).
 
     Returns ``tokens`` (B, R) with ``pad_id`` after each row's EOS (R = steps until every row finished, as
-    ``generate`` returns) and ``logp`` (B, R): log-softmax(logits / temperature) of each sampled token (0 after
-    EOS), i.e. what ``score_responses`` recomputes with a full forward pass.
+    ``generate`` returns), ``logp`` (B, R): log-softmax(logits / temperature) of each sampled token, and
+    ``entropy`` (B, R): the entropy of that softmax (both 0 after EOS; unwarped: top-k / top-p do not enter
+    them), i.e. what ``score_responses`` recomputes with a full forward pass (``with_entropy=True``).
 
     Rows that have finished leave the batch (their cache rows are dropped once a quarter of the batch has
     finished), so a batch whose answers are mostly short costs what its tokens cost, not B x the longest.
@@ -213,6 +216,7 @@ def decode(model, ids: Tensor, mask: Tensor, max_new_tokens: int, eos_id: int, p
     B = ids.shape[0]
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     logp = torch.zeros((B, max_new_tokens))
+    ent = torch.zeros((B, max_new_tokens))
     rows = torch.arange(B)  # the batch row each decoder slot holds
     alive = torch.ones(B, dtype=torch.bool)  # per slot: still decoding
     width = 0
@@ -227,6 +231,7 @@ def decode(model, ids: Tensor, mask: Tensor, max_new_tokens: int, eos_id: int, p
         lp = scaled.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
         tokens[rows[alive], i] = nxt[alive]
         logp[rows[alive], i] = lp[alive]
+        ent[rows[alive], i] = entropy_from_logits(scaled[alive])
         width = i + 1
         alive = alive & (nxt != eos_id)
         if not alive.any() or width == max_new_tokens:
@@ -235,4 +240,4 @@ def decode(model, ids: Tensor, mask: Tensor, max_new_tokens: int, eos_id: int, p
             dec.keep(alive)
             rows, nxt, alive = rows[alive], nxt[alive], alive[alive]
         logits = dec.step(torch.where(alive, nxt, torch.full_like(nxt, pad_id)))
-    return tokens[:, :width], logp[:, :width]
+    return tokens[:, :width], logp[:, :width], ent[:, :width]
