@@ -120,31 +120,43 @@ class Decoder:
 
     @torch.no_grad()
     def prefill(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Run the prompts ``ids``/``mask`` (B, P) into the cache; the next token's logits (B, V).
+
+        Rows that hold the same prompt (a group's n samples, an evaluation's n samples per problem) are run once:
+        the distinct rows' keys, values and last logits are copied to every row that holds them."""
         B, P = ids.shape
         total = P + self.max_new
-        # keys are cached transposed (B, kv, D, T): a decode step's q @ K is then a plain batched matmul
-        self.k_cache = [self.embed.new_zeros((B, self.kv_heads, self.head_dim, total)) for _ in self.layers]
-        self.v_cache = [self.embed.new_zeros((B, self.kv_heads, total, self.head_dim)) for _ in self.layers]
+        distinct, inv = torch.unique(torch.cat([ids, mask.long()], 1), dim=0, return_inverse=True)
+        u_ids, u_mask = distinct[:, :P], distinct[:, P:]
+        U = u_ids.shape[0]
+        spread = not torch.equal(inv, torch.arange(B))  # unique sorts: rows all distinct may still move
         self.key_ok = torch.ones((B, total), dtype=torch.bool)
         self.key_ok[:, :P] = mask.bool()
         self.t = P
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        self.next_pos = pos[:, -1:] + 1
+        pos = (u_mask.cumsum(1) - 1).clamp(min=0)
+        self.next_pos = pos[inv, -1:] + 1
         cos, sin = self._rope(pos)
         # causal over real keys; a padding query sees itself only (so no row is all -inf)
-        attend = torch.ones((P, P), dtype=torch.bool).tril()[None] & self.key_ok[:, None, :P]
+        attend = torch.ones((P, P), dtype=torch.bool).tril()[None] & u_mask.bool()[:, None, :]
         attend = (attend | torch.eye(P, dtype=torch.bool)[None])[:, None]
-        x = self.embed[ids]
-        for i, layer in enumerate(self.layers):
+        # keys are cached transposed (B, kv, D, T): a decode step's q @ K is then a plain batched matmul
+        self.k_cache, self.v_cache = [], []
+        x = self.embed[u_ids]
+        for layer in self.layers:
             q, k, v = self._qkv(layer, _rms(x, layer.ln1, layer.eps1), cos, sin)
-            self.k_cache[i][:, :, :, :P] = k.transpose(2, 3)
-            self.v_cache[i][:, :, :P] = v
+            k_cache = self.embed.new_zeros((U, self.kv_heads, self.head_dim, total))
+            v_cache = self.embed.new_zeros((U, self.kv_heads, total, self.head_dim))
+            k_cache[:, :, :, :P] = k.transpose(2, 3)
+            v_cache[:, :, :P] = v
+            self.k_cache.append(k_cache[inv] if spread else k_cache)
+            self.v_cache.append(v_cache[inv] if spread else v_cache)
             k = k.repeat_interleave(self.groups, dim=1)
             v = v.repeat_interleave(self.groups, dim=1)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, scale=self.scale)
-            x = x + a.transpose(1, 2).reshape(B, P, -1) @ layer.o
+            x = x + a.transpose(1, 2).reshape(U, P, -1) @ layer.o
             x = self._mlp(layer, x)
-        return self._logits(x[:, -1])
+        logits = self._logits(x[:, -1])
+        return logits[inv] if spread else logits
 
     def keep(self, slots: Tensor) -> None:
         """Keep only the decoder slots where ``slots`` (b,) is true (finished rows leave the batch)."""
