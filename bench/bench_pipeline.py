@@ -8,8 +8,8 @@ One run, side by side where it compares:
 2. ``snakemake -n`` on the finished tree (best of 3);
 3. job start-up: the imports a model job (torch, transformers' Qwen3, the tokenizer, MLflow, the local engine)
    and a table job (pandas, matplotlib) make, best of 3, over an empty interpreter;
-4. ``bench_step_time.py`` (GRPO vs RLRT vs RLSD steps alternated on the run's S-base, with the phase breakdown)
-   and ``bench_sampler.py`` (the lean sampler vs ``generate`` on the same checkpoint, prompts and batches).
+4. ``bench_step_time.py`` (GRPO vs RLRT vs RLSD steps alternated on the run's S-base, with the phase breakdown,
+   and GRPO with θ_old's log-probs recomputed instead of the sampler's) and ``bench_sampler.py`` (the lean sampler vs ``generate`` on the same checkpoint, prompts and batches).
 5. ``bench_levers.py``: the compute levers (bf16 products and autocast, ``torch.compile``, fused AdamW) against
    the engine's default at the base backbones' shapes, alternated, as ratios.
 6. The schedule (``rlrt.eta.schedule_report``): the DAG's critical path (``snakemake -n --forceall`` on the
