@@ -208,3 +208,27 @@ def test_old_logprobs_from_the_sampler_equal_a_recompute(tok):
     assert ent is None and torch.equal(logp, old_logprobs(model, gen, "recompute", 0.9, 4)[0])
     with pytest.raises(ValueError, match="old_logp must be rollout or recompute"):
         old_logprobs(model, ro, "sampler", 0.9, 4)
+
+
+def test_prefill_runs_each_distinct_prompt_once(tok, monkeypatch):
+    """A group's n rollouts share one prompt: the prefill runs the distinct prompts only (3 here, not 12) and
+    every row still gets its own prompt's cache and next-token logits (the same as prefilling all 12 rows)."""
+    model = qwen3(tok)
+    ids, mask = prompts(tok, 3)
+    order = torch.tensor([2, 0, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2])  # repeated, in no sorted order
+    seen = []
+    real_qkv = sampler.Decoder._qkv
+    monkeypatch.setattr(sampler.Decoder, "_qkv", lambda self, layer, h, cos, sin: (
+        seen.append(h.shape[0]), real_qkv(self, layer, h, cos, sin))[1])
+    dec = sampler.Decoder(model, 4)
+    logits = dec.prefill(ids[order], mask[order])
+    assert set(seen) == {3}
+    ref = sampler.Decoder(model, 4)
+    ref_logits = torch.cat([ref.prefill(ids[i:i + 1], mask[i:i + 1]) for i in order.tolist()])
+    assert torch.allclose(logits, ref_logits, atol=1e-5)
+    for i, row in enumerate(order.tolist()):
+        one = sampler.Decoder(model, 4)
+        one.prefill(ids[row:row + 1], mask[row:row + 1])
+        assert torch.allclose(dec.k_cache[0][i], one.k_cache[0][0], atol=1e-5)
+        assert torch.allclose(dec.v_cache[-1][i], one.v_cache[-1][0], atol=1e-5)
+        assert torch.equal(dec.next_pos[i], one.next_pos[0]) and torch.equal(dec.key_ok[i], one.key_ok[0])
