@@ -4,7 +4,9 @@ processors. Same distribution as ``transformers``' ``generate`` (and the same ra
 Why: on the embedded default's 1M-parameter models, ``generate`` spends almost all of its time in per-token
 Python overhead (cache objects, mask building, logits processors, module dispatch), not in arithmetic. This
 loop reads the model's own weights once (q/k/v and gate/up fused into one matmul each), pre-allocates the KV
-cache for prompt + ``max_new_tokens``, and runs each decode step as a handful of tensor ops.
+cache for prompt + ``max_new_tokens``, prefills each distinct prompt once (a group's n samples share it), and
+runs each decode step as a handful of tensor ops. It records each drawn token's log-probability and the entropy
+at the sampling temperature, so the RL loops need no second pass for θ_old (``rollout.old_logprobs``).
 
 What it must keep (tests/test_sampler.py checks each against ``generate`` and a full forward pass):
 
