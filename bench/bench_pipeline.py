@@ -9,7 +9,8 @@ One run, side by side where it compares:
 3. job start-up: the imports a model job (torch, transformers' Qwen3, the tokenizer, MLflow, the local engine)
    and a table job (pandas, matplotlib) make, best of 3, over an empty interpreter;
 4. ``bench_step_time.py`` (GRPO vs RLRT vs RLSD steps alternated on the run's S-base, with the phase breakdown,
-   and GRPO with θ_old's log-probs recomputed instead of the sampler's) and ``bench_sampler.py`` (the lean sampler vs ``generate`` on the same checkpoint, prompts and batches).
+   and GRPO with θ_old's log-probs recomputed instead of the sampler's) and ``bench_sampler.py`` (the lean
+   sampler vs ``generate`` on the same checkpoint, prompts and batches).
 5. ``bench_levers.py``: the compute levers (bf16 products and autocast, ``torch.compile``, fused AdamW) against
    the engine's default at the base backbones' shapes, alternated, as ratios.
 6. The schedule (``rlrt.eta.schedule_report``): the DAG's critical path (``snakemake -n --forceall`` on the
@@ -139,7 +140,8 @@ def summary_md(res: dict, base: dict) -> str:
               f"mean of {st['steps']} steps, alternated): GRPO {st['grpo_step_s']:.2f} s, RLRT {st['rlrt_step_s']:.2f} s "
               f"(**{st['rlrt_over_grpo']:.2f}x**), RLSD {st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x, "
               "every row scored by the teacher)"
-              + (f"; GRPO with θ_old's log-probs recomputed instead of the sampler's: {st['grpo_recompute_step_s']:.2f} s "
+              + (f"; GRPO with θ_old's log-probs recomputed instead of the sampler's: "
+                 f"{st['grpo_recompute_step_s']:.2f} s "
                  f"({st['rollout_logp_speedup']:.2f}x slower)." if "grpo_recompute" in b else "."), "",
               "| phase (s) | " + " | ".join(b) + " |", "| --- |" + " ---: |" * len(b)]
     for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
