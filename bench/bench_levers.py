@@ -15,14 +15,20 @@ shared machine mean little, the ratios are what decides. The shapes are the defa
    job shorter than that loses time);
 4. ``optimizer``: ``torch.optim.AdamW`` for-loop (the CPU default) against ``foreach=True`` and ``fused=True`` on
    the backbone's parameters, alone and as a share of the step; with the largest weight difference after the
-   repeats (same gradients).
+   repeats (same gradients);
+5. ``rl_compile``: the PPO update of real RL steps (``rl_step``, GRPO, at ``--rl-backbone``'s RL sizes, from its
+   pipeline checkpoint when there is one), eager against ``torch.compile(dynamic=True)`` of the policy, step by
+   step from the same weights and batch: the update's time per step after the first, the first step's extra time
+   with a cold and with a warm inductor cache, the break-even in RL steps and what a job of the backbone's RL
+   steps would net. The update is most of an RL step since the sampler gives θ_old's log-probs.
 
 The CPU's features that decide whether bf16 can pay (``avx512_bf16``, AMX) are recorded with the machine stamp:
 without them torch computes bf16 products by converting to fp32, which is slower than fp32 itself.
 
 The engine adopts none of the three (it trains in fp32, eagerly, with the for-loop AdamW): on the measured
 machine bf16 made the step slower, a cold compile took about as long as a whole pre-training job saves, and the
-optimizer is a few percent of a step (``performance.md``'s "Compute levers" rows "... pays" state each rule and
+optimizer is a few percent of a step, and compiling the RL update costs more per job (~25 s from a warm cache,
+~95 s cold, at M-base) than most RL jobs save (``performance.md``'s "Compute levers" section states each rule and
 its verdict). A lever that a machine's bench shows paying is adopted behind a config key, with a learning check.
 
     python bench/bench_levers.py [--config config/config.yaml] [--repeats 7] [--out results/bench/levers.json]
@@ -224,6 +230,80 @@ def optimizer_bench(arch: dict, tok, step_s: float, repeats: int) -> dict:
     return out
 
 
+def rl_compile_bench(cfg: dict, name: str, checkpoint: Path, steps: int) -> dict:
+    """Eager vs ``torch.compile(dynamic=True)`` of the policy in ``steps`` GRPO steps on ``name``'s RL sizes
+    (variable lengths: one compiled graph must serve them all), each step run by both arms from the same weights
+    with the same batch and seed (so the same rollouts); see the module docstring (5)."""
+    import copy
+    import shutil
+
+    import torch._dynamo
+
+    from rlrt.backends.local import rl as engine
+    from rlrt.backends.local.model import load_checkpoint
+    from rlrt.methods.registry import get_method
+    from rlrt.plan import method_config
+    from rlrt.tasks.arithmetic import generate_splits
+    from rlrt.tasks.grading import Grader
+
+    bb = cfg["backbones"][name]
+    if checkpoint.exists():
+        model, tok = load_checkpoint(checkpoint)
+    else:
+        tok = config_tokenizer(cfg)
+        model = make_model(bb["arch"], tok)
+    rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], **bb.get("rl", {}),
+                                        "max_response_length": bb["max_response_length"]})
+    rows = generate_splits(cfg["data"]["seed"], {"train": cfg["data"]["splits"]["train"]})["train"]
+    spec = get_method("grpo")
+    settings = spec.make_settings(method_config(cfg, name, "grpo"))
+    init = copy.deepcopy(model.state_dict())
+    cache = tempfile.mkdtemp(prefix="rlrt-inductor-")
+    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    losses: dict[str, list[float]] = {"eager": [], "compiled": []}
+    try:
+        torch._dynamo.reset()
+        arms = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
+
+        def one_step(arm: str, step: int) -> dict:
+            model.load_state_dict(init)
+            opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
+            batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
+            return engine.rl_step(arms[arm], tok, opt, spec, settings, rl_cfg, batch, step, grader.grade_batch)
+
+        with Grader(workers=1) as grader:
+            for step in range(steps):
+                for arm in arms:
+                    m = one_step(arm, step)
+                    times[arm].append(m["time_update"])
+                    losses[arm].append(m["loss"])
+            eager_s = statistics.median(times["eager"][1:])
+            compiled_s = statistics.median(times["compiled"][1:])
+            cold = times["compiled"][0] - eager_s
+            torch._dynamo.reset()  # in-memory caches gone, the inductor cache on disk kept: the next job's start
+            arms["compiled"] = torch.compile(model, dynamic=True)
+            warm = one_step("compiled", 0)["time_update"] - eager_s
+    finally:
+        torch._dynamo.reset()
+        if old is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+        shutil.rmtree(cache, ignore_errors=True)
+    saving = eager_s - compiled_s
+    job_steps = int(rl_cfg.steps)
+    return {"backbone": name, "source": str(checkpoint) if checkpoint.exists() else "fresh model (no checkpoint)",
+            "steps": steps, "question_batch": rl_cfg.question_batch, "n_rollouts": rl_cfg.n_rollouts,
+            "update_eager_s": eager_s, "update_compiled_s": compiled_s,
+            "speedup": eager_s / compiled_s if compiled_s > 0 else None, "compile_cold_s": cold,
+            "compile_warm_s": warm, "saving_per_step_s": saving,
+            "break_even_steps_warm": warm / saving if saving > 0 else None, "job_steps": job_steps,
+            "job_saving_s_warm": job_steps * saving - warm,
+            "max_loss_diff": max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"]))}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
@@ -231,7 +311,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--length", type=int, default=72, help="tokens per pre-training row (default: a 4-term problem "
                    "with its solution in the chat template, ~72 tokens)")
     p.add_argument("--backbones", nargs="*", default=list(BASE_BACKBONES))
-    p.add_argument("--skip", nargs="*", default=[], choices=["gemm", "step", "compile", "optimizer"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["gemm", "step", "compile", "optimizer", "rl_compile"])
+    p.add_argument("--rl-backbone", default="M-base", help="the backbone whose RL update rl_compile measures")
+    p.add_argument("--rl-steps", type=int, default=4, help="RL steps per arm in rl_compile (the first compiles)")
+    p.add_argument("--checkpoints", default=str(ROOT / "results" / "checkpoints"),
+                   help="the pipeline's backbone checkpoints (rl_compile starts from <dir>/<rl-backbone>)")
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "levers.json"))
     args = p.parse_args(argv)
     set_threads(1)
@@ -259,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict:
             step_s = rec.get("step", {}).get("fp32_s") or timed(step_fn(make_model(arch, tok), ids), 3)
             rec["optimizer"] = optimizer_bench(arch, tok, step_s, args.repeats)
         res["backbones"][name] = rec
+    if "rl_compile" not in args.skip:
+        res["rl_compile"] = rl_compile_bench(cfg, args.rl_backbone, Path(args.checkpoints) / args.rl_backbone,
+                                             args.rl_steps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

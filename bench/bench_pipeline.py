@@ -216,6 +216,7 @@ def main() -> None:
     res["sampler"] = run_json([sys.executable, str(ROOT / "bench" / "bench_sampler.py"), "--config", args.config,
                                "--checkpoint", ckpt, "--out", str(out.with_name("sampler.json"))], env)
     res["levers"] = run_json([sys.executable, str(ROOT / "bench" / "bench_levers.py"), "--config", args.config,
+                              "--checkpoints", str(results / "checkpoints"),
                               "--out", str(out.with_name("levers.json"))], env)
     res["cuts"] = run_json([sys.executable, str(ROOT / "bench" / "bench_cuts.py"), "--config", args.config,
                             "--results", str(results), "--out", str(out.with_name("cuts.json"))], env)

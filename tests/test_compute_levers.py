@@ -131,3 +131,45 @@ def test_bench_pipeline_records_the_levers_in_its_summary():
     text = pipeline.summary_md({**PIPELINE, "levers": _levers_json(0.30, 122.0, 3.5)}, base)
     assert "## Compute levers" in text and "| bf16 autocast training step | 0.30x |" in text
     assert "## Compute levers" not in pipeline.summary_md(PIPELINE, base)
+
+
+def test_rl_compile_bench_runs_both_arms_on_the_same_rollouts(levers, tmp_path, monkeypatch):
+    """The RL-update arm's bookkeeping, with ``torch.compile`` replaced by the identity (the bench's logic, not
+    inductor, is under test; CI cannot afford a compile): both arms replay each step from the same weights, batch
+    and seed, so their losses agree exactly; the first step's extra time and the break-even follow from the
+    recorded times; a backbone without a checkpoint starts from a fresh model of its architecture."""
+    from rlrt.config import load_overlay
+
+    cfg = load_overlay(str(levers.ROOT / "config" / "ci.yaml"))
+    cfg["rl"] = {**cfg["rl"], "question_batch": 2, "n_rollouts": 2, "mini_batch": 1}
+    cfg["backbones"]["S-base"] = {**cfg["backbones"]["S-base"], "max_response_length": 8, "rl": {}}
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    rec = levers.rl_compile_bench(cfg, "S-base", tmp_path / "no-checkpoint", 3)
+    assert calls == [{"dynamic": True}, {"dynamic": True}]  # the cold arm, then the warm restart
+    assert rec["source"] == "fresh model (no checkpoint)" and rec["steps"] == 3 and rec["question_batch"] == 2
+    assert rec["max_loss_diff"] == 0.0
+    assert rec["update_eager_s"] > 0 and rec["update_compiled_s"] > 0
+    assert rec["saving_per_step_s"] == pytest.approx(rec["update_eager_s"] - rec["update_compiled_s"])
+    assert rec["job_saving_s_warm"] == pytest.approx(rec["job_steps"] * rec["saving_per_step_s"]
+                                                     - rec["compile_warm_s"])
+
+
+def test_levers_section_says_whether_compiling_the_rl_update_pays():
+    lev = _levers_json(0.30, 122.0, 3.5)
+    rc = {"backbone": "M-base", "question_batch": 32, "n_rollouts": 8, "steps": 4, "speedup": 1.29,
+          "update_eager_s": 2.13, "update_compiled_s": 1.65, "compile_cold_s": 94.1, "compile_warm_s": 24.8,
+          "saving_per_step_s": 0.48, "break_even_steps_warm": 52.0, "job_steps": 80, "job_saving_s_warm": 13.6,
+          "max_loss_diff": 3.7e-09}
+    text = "\n".join(docs.levers_section({**lev, "rl_compile": rc}, "s"))
+    assert "makes the update 1.29x faster (2.13 s to 1.65 s per step) and costs 94 s in a job's first step" in text
+    assert "break-even 52 steps warm, so a job of 80 steps would save 14 s with a warm cache" in text
+    assert "would save 14 s with a warm cache (8 % of its update time;" in text
+    assert "Compile of RL does **not** pay" in text  # 13.6 s < 10 % of 80 x 2.13 s
+    paying = {**rc, "compile_warm_s": 1.0, "break_even_steps_warm": 2.1, "job_saving_s_warm": 37.4}
+    assert "Compile of RL pays" in "\n".join(docs.levers_section({**lev, "rl_compile": paying}, "s"))
+    losing = {**rc, "update_compiled_s": 2.2, "saving_per_step_s": -0.07, "break_even_steps_warm": None,
+              "job_saving_s_warm": -30.4}
+    assert "break-even never steps warm, so a job of 80 steps would lose 30 s" in \
+        "\n".join(docs.levers_section({**lev, "rl_compile": losing}, "s"))
+    assert "PPO update of real RL steps" not in "\n".join(docs.levers_section(lev, "s"))

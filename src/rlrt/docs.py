@@ -480,6 +480,22 @@ def levers_section(lev: dict[str, Any], stamp: str) -> list[str]:
            f"CPU features: {feats}.", "",
            "| lever | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     out += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
+    rc = lev.get("rl_compile")
+    if rc:
+        be = "never" if rc["break_even_steps_warm"] is None else f"{rc['break_even_steps_warm']:,.0f}"
+        net = rc["job_saving_s_warm"]
+        out += ["", f"The PPO update of real RL steps ({rc['backbone']}, {rc['question_batch']} questions × "
+                f"{rc['n_rollouts']} rollouts, GRPO, {rc['steps']} steps per arm from the same weights and batch; "
+                "variable lengths, one graph with dynamic shapes): `torch.compile` makes the update "
+                f"{rc['speedup']:.2f}x faster ({rc['update_eager_s']:.2f} s to {rc['update_compiled_s']:.2f} s per "
+                f"step) and costs {rc['compile_cold_s']:.0f} s in a job's first step from a cold inductor cache, "
+                f"{rc['compile_warm_s']:.0f} s from a warm one; break-even {be} steps warm, so a job of "
+                f"{rc['job_steps']} steps would {'save' if net > 0 else 'lose'} {abs(net):.0f} s with a warm cache "
+                f"({100 * net / (rc['job_steps'] * rc['update_eager_s']):.0f} % of its update time; largest loss "
+                f"difference {rc['max_loss_diff']:.2g}). Compile of RL "
+                + ("pays" if net >= 0.10 * rc["job_steps"] * rc["update_eager_s"] else "does **not** pay")
+                + " (the rule: a job from a warm cache saves ≥ 10 % of its update time; some job pays the cold "
+                "compile, and compiled numerics would need the claims checked again)."]
     return out
 
 
