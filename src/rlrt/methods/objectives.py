@@ -96,6 +96,9 @@ class Objective:
     uses_teacher_entropy: bool = False
     gate: str = "-"
     direction: str = "-"
+    # every row's loss vanishes when its token advantages are 0 and it does not distil (``rows_with_loss``);
+    # False for an objective with a term on every token (e.g. a loss-level entropy bonus)
+    sparse: bool = True
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -103,14 +106,32 @@ OBJECTIVES: dict[str, Objective] = {}
 
 def register_objective(name: str, plan: Callable[..., Plan], terms: Callable[[MicroBatch, object], Terms],
                        description: str, *, uses_teacher_logits: bool = False, uses_teacher_entropy: bool = False,
-                       gate: str = "-", direction: str = "-") -> Objective:
+                       gate: str = "-", direction: str = "-", sparse: bool = True) -> Objective:
     """Add an objective under ``name`` (refuses a duplicate); ``description``/``gate``/``direction`` are its
     Table 4 cells."""
     if name in OBJECTIVES:
         raise ValueError(f"objective {name!r} registered twice")
     OBJECTIVES[name] = Objective(name, plan, terms, description, uses_teacher_logits, uses_teacher_entropy, gate,
-                                 direction)
+                                 direction, sparse)
     return OBJECTIVES[name]
+
+
+def rows_with_loss(objective: Objective, plan: Plan, token_adv: Tensor) -> Tensor:
+    """(B,) bool: the rows whose token loss can be non-zero, i.e. whose gradient can be.
+
+    A surrogate row with every token advantage 0 (a group whose rollouts all got the same reward, under GRPO's
+    group baseline) has pg_t = max(−0·ρ_t, −0·clip(ρ_t)) = 0 and a zero gradient whatever its ratio; a row that
+    neither takes the surrogate with a non-zero advantage nor distils adds exactly nothing to the update. Such rows
+    still count in the token-mean's denominator (``Plan.loss_mask``); the update may leave them out of its
+    forward and backward passes. Every row, for an objective that is not ``sparse``.
+
+    Args:
+        plan: the step's routing (B rows).
+        token_adv: (B, R) token advantages.
+    """
+    if not objective.sparse:
+        return torch.ones(token_adv.shape[0], dtype=torch.bool)
+    return (plan.pg_rows.bool() & (token_adv != 0).any(dim=-1)) | plan.distill_rows.bool()
 
 
 def get_objective(name: str) -> Objective:
@@ -209,7 +230,7 @@ def srpo_terms(mb: MicroBatch, settings: object) -> Terms:
 
 register_objective("pg", all_rows_plan, pg_terms, "clipped surrogate on token advantages")
 register_objective("pg_entropy", all_rows_plan, pg_entropy_terms,
-                   "clipped surrogate - entropy_coeff * H (loss-level entropy bonus)",
+                   "clipped surrogate - entropy_coeff * H (loss-level entropy bonus)", sparse=False,
                    direction="uniform token-level entropy")
 register_objective("sdpo", sdpo_plan, sdpo_terms, "logit-level JSD(P_S, P_T) over student top-K",
                    uses_teacher_logits=True, gate="all (with a context)", direction="P_S -> P_T")

@@ -6,6 +6,13 @@ Mini-batches are whole groups in sampling order; each is split into micro-batche
 that their sum equals the whole mini-batch's aggregate (token-mean: by their share of loss tokens). A mini-batch
 with no loss token (SDPO with no context anywhere in it) takes no optimizer step.
 
+Rows that add nothing (``rows_with_loss``: a surrogate row whose advantages are all 0, e.g. every rollout of a
+group that got the same reward, and that does not distil) are left out of the forward and backward passes under
+the token-mean (the default) without a KL term: they still count in the denominator, so the gradient is the one
+the whole mini-batch gives, up to rounding (the micro-batches hold other rows). A mini-batch whose rows all add
+nothing still steps the optimizer, on zero gradients, as the full pass would. ``clip_frac`` and ``approx_kl`` are
+then over the rows that were run.
+
 Non-finite guard: a mini-batch whose advantages, logits, log-probs, loss or gradient norm hold a NaN or an inf
 takes no optimizer step either (its gradients are dropped, the weights stay as they were); it is logged and
 listed in the returned ``nonfinite`` stats, which the step's metrics count as ``nonfinite_skips``. When every
@@ -23,7 +30,7 @@ from torch import Tensor
 
 from rlrt.backends.local.rollout import shared_prefix_logits
 from rlrt.methods.losses import agg_loss, all_finite, kl_penalty_low_var, token_logprobs
-from rlrt.methods.objectives import MicroBatch, Objective, Plan
+from rlrt.methods.objectives import MicroBatch, Objective, Plan, rows_with_loss
 
 log = logging.getLogger("rlrt.ppo")
 
@@ -57,19 +64,20 @@ class UpdateBatch:
     ref_logp: Optional[Tensor] = None  # (B, R) reference policy (kl_coef > 0)
 
 
-def _rows(plan: Plan, sl: slice) -> Plan:
+def _rows(plan: Plan, sl: slice | Tensor) -> Plan:
     return replace(plan, pg_rows=plan.pg_rows[sl], distill_rows=plan.distill_rows[sl],
                    distill_weight=plan.distill_weight[sl], loss_mask=plan.loss_mask[sl])
 
 
 def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, settings: object, cfg: PPOConfig,
-               teacher_logits: Optional[Callable[[slice], Tensor]] = None) -> dict[str, list]:
+               teacher_logits: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, list]:
     """One epoch over ``batch``; returns per-mini-batch ``loss``/``grad_norm`` and per-micro-batch ``clip_frac``,
     ``approx_kl``, ``distill``, ``kl`` lists (empty where undefined) of the mini-batches that stepped, and
     ``nonfinite``: one entry per mini-batch skipped on a non-finite value, naming it ("advantages",
     "logits/log-probs", "loss" or "gradients").
 
-    ``teacher_logits(sl)`` gives the teacher view's logits (b, R, V) for rows ``sl`` (logit-level objectives).
+    ``teacher_logits(rows)`` gives the teacher view's logits (b, R, V) for the row indices ``rows`` (b,)
+    (logit-level objectives).
     """
     if cfg.kl_coef and batch.ref_logp is None:
         raise ValueError("kl_coef > 0 needs ref_logp")
@@ -78,6 +86,11 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
     loss_mask = batch.plan.loss_mask
     stats: dict[str, list] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "distill": [],
                               "kl": [], "nonfinite": []}
+    # the rows worth a forward pass (module docstring); every row when a term spans them all
+    if cfg.loss_agg == "token-mean" and not cfg.kl_coef:
+        active = rows_with_loss(objective, batch.plan, batch.token_adv)
+    else:
+        active = torch.ones(B, dtype=torch.bool)
     for s in range(0, B, cfg.rows_per_minibatch):
         mb_end = min(s + cfg.rows_per_minibatch, B)
         n_tok = loss_mask[s:mb_end].sum()
@@ -87,10 +100,11 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
         mb_loss = 0.0
         mb_stats: dict[str, list[float]] = {"clip_frac": [], "approx_kl": [], "distill": [], "kl": []}
         bad = None if all_finite(batch.token_adv[s:mb_end]) else "advantages"
-        for m0 in range(s, mb_end, cfg.micro_batch):
+        rows = torch.arange(s, mb_end)[active[s:mb_end]]
+        for m0 in range(0, len(rows), cfg.micro_batch):
             if bad:
                 break
-            sl = slice(m0, min(m0 + cfg.micro_batch, mb_end))
+            sl = rows[m0:m0 + cfg.micro_batch]
             logits = shared_prefix_logits(model, batch.prompt_ids[sl], batch.prompt_mask[sl], batch.response_ids[sl],
                                           batch.response_mask[sl])
             logp = token_logprobs(logits, batch.response_ids[sl], cfg.temperature)
@@ -113,7 +127,7 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
             if cfg.loss_agg == "token-mean":
                 scale = float(loss_mask[sl].sum() / n_tok.clamp(min=1))
             else:
-                scale = (sl.stop - sl.start) / (mb_end - s)
+                scale = len(sl) / (mb_end - s)
             (loss * scale).backward()
             mb_loss += float(loss.detach() * scale)
             for key in ("clip_frac", "approx_kl", "distill"):
@@ -121,6 +135,10 @@ def ppo_update(model, optimizer, batch: UpdateBatch, objective: Objective, setti
                 if value is not None:
                     mb_stats[key].append(value)
         if not bad:
+            if not len(rows):  # no row adds anything: the step a zero loss's backward would give
+                for p in model.parameters():
+                    if p.requires_grad:
+                        p.grad = torch.zeros_like(p)
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             bad = None if all_finite(gn) else "gradients"
         if bad:

@@ -140,8 +140,8 @@ class LocalTeacher:
             self.n_scored += len(rows)
         return TeacherScores(has, logp if want_logp else None, ent if want_entropy else None)
 
-    def logits(self, sl: slice) -> torch.Tensor:
-        """Full teacher-view logits (b, R, V) for rows ``sl``, no gradient."""
+    def logits(self, sl: slice | torch.Tensor) -> torch.Tensor:
+        """Full teacher-view logits (b, R, V) for rows ``sl`` (a slice or row indices), no gradient."""
         was_training = self.scorer.training
         self.scorer.eval()
         with torch.no_grad():
