@@ -2,9 +2,10 @@
 
 Alternates GRPO and RLRT steps (same model weights, same prompts, same sampling seed) so that both see the same
 machine state, and reports mean step time per method, the RLRT/GRPO ratio and where a step's time goes (sampling,
-grading, old log-probs, the method's shaping with its teacher pass, the update). A fourth arm, GRPO with
-``old_logp: recompute`` (a separate no-grad pass for θ_old's log-probs instead of the sampler's own), measures
-that lever in the same run. Uses the pipeline's S-base
+grading, old log-probs, the method's shaping with its teacher pass, the update). Two more GRPO arms measure two
+levers in the same run: ``grpo_recompute`` (``old_logp: recompute``, a separate no-grad pass for θ_old's
+log-probs instead of the sampler's own) and ``grpo_every_row`` (the update runs every row, also those whose
+advantages are all 0, which ``rows_with_loss`` leaves out). Uses the pipeline's S-base
 checkpoint when it exists (``results/checkpoints/S-base``), else a freshly built model of the same size.
 
     python bench/bench_step_time.py [--checkpoint DIR] [--steps 6] [--out results/bench/step_time.json]
@@ -26,6 +27,7 @@ from rlrt.backends.local import rl as engine
 from rlrt.backends.local.model import build_model, load_checkpoint, set_threads
 from rlrt.config import load_overlay
 from rlrt.plan import method_config
+from rlrt.methods import objectives
 from rlrt.methods.registry import get_method
 from rlrt.tasks.arithmetic import generate_splits
 from rlrt.tasks.grading import Grader
@@ -59,8 +61,10 @@ def main() -> None:
     rl_cfg = engine.RLConfig.from_dict({**cfg["rl"], "max_response_length":
                                         cfg["backbones"]["S-base"]["max_response_length"]})
     init = copy.deepcopy(model.state_dict())
-    # RLSD: every row teacher-scored; grpo_recompute: GRPO with θ_old's log-probs recomputed (rl.old_logp)
-    times: dict[str, list[float]] = {"grpo": [], "rlrt": [], "rlsd": [], "grpo_recompute": []}
+    # RLSD: every row teacher-scored; grpo_recompute: GRPO with θ_old's log-probs recomputed (rl.old_logp);
+    # grpo_every_row: GRPO whose update runs the rows that add nothing too (the objective marked not sparse)
+    times: dict[str, list[float]] = {"grpo": [], "rlrt": [], "rlsd": [], "grpo_recompute": [], "grpo_every_row": []}
+    sparse_pg = objectives.OBJECTIVES["pg"]
     arm_cfg = {m: rl_cfg for m in times}
     arm_cfg["grpo_recompute"] = dataclasses.replace(rl_cfg, old_logp="recompute")
     rl_cfg = dataclasses.replace(rl_cfg, old_logp="rollout")
@@ -72,7 +76,9 @@ def main() -> None:
             batch = rows[step * rl_cfg.question_batch:(step + 1) * rl_cfg.question_batch]
             for arm in times:
                 model.load_state_dict(init)
-                method = arm.removesuffix("_recompute")
+                method = arm.split("_")[0]
+                objectives.OBJECTIVES["pg"] = (dataclasses.replace(sparse_pg, sparse=False)
+                                               if arm == "grpo_every_row" else sparse_pg)
                 spec = get_method(method)
                 opt = torch.optim.AdamW(model.parameters(), lr=rl_cfg.lr)
                 t0 = time.perf_counter()
@@ -90,6 +96,10 @@ def main() -> None:
         "rlrt_teacher_pass_s": statistics.mean(parts["rlrt"]["time_teacher"]),
         "breakdown_s": {m: {k: statistics.mean(v) for k, v in parts[m].items()} for m in parts},
     }
+    objectives.OBJECTIVES["pg"] = sparse_pg
+    res["grpo_every_row_step_s"] = statistics.mean(times["grpo_every_row"])
+    # > 1: leaving out the rows that add nothing makes a GRPO step this much faster
+    res["idle_rows_speedup"] = res["grpo_every_row_step_s"] / res["grpo_step_s"]
     res["grpo_recompute_step_s"] = statistics.mean(times["grpo_recompute"])
     # > 1: the sampler's log-probs make a GRPO step this much faster than a recompute of θ_old's
     res["rollout_logp_speedup"] = res["grpo_recompute_step_s"] / res["grpo_step_s"]

@@ -268,6 +268,14 @@ def test_performance_doc_from_the_bench_json(tmp_path):
     assert "| phase (s) | GRPO | RLRT | RLSD | GRPO, θ_old recomputed |" in doc4
     assert "| old log-probs | 0.350 | 0.350 | 0.350 | 0.400 |" in doc4
     assert "the fourth arm: 2.40 s, so the sampler's save 1.20x of a GRPO step." in doc4
+    assert "fifth arm" not in doc4
+    five = {**four, "step_time": {**four["step_time"], "grpo_every_row_step_s": 2.6, "idle_rows_speedup": 1.3,
+                                  "breakdown_s": {**four["step_time"]["breakdown_s"], "grpo_every_row": {
+                                      **st["breakdown_s"]["grpo"], "time_update": 1.5}}}}
+    doc5 = docs.performance_doc(five, "p.json")
+    assert "| GRPO, θ_old recomputed | GRPO, every row updated |" in doc5
+    assert "| update | 1.050 | 1.050 | 1.050 | 1.050 | 1.500 |" in doc5
+    assert "GRPO running every row, the fifth arm: 2.60 s (1.30x)." in doc5
     broken = {**PIPELINE, "sampler": {"results": {"x": {**PIPELINE["sampler"]["results"]["rl_step"],
                                                         "speedup": 3.5, "same_tokens": False}}}}
     assert "| 0.00x | ≥ 3x | **no** |" in docs.performance_doc(broken, "p.json")  # other tokens: no speed-up counts

@@ -308,7 +308,8 @@ def performance_doc(res: dict[str, Any], source: str, now: datetime | None = Non
     st = res["step_time"]
     b = st["breakdown_s"]
     arms = {m: name for m, name in (("grpo", "GRPO"), ("rlrt", "RLRT"), ("rlsd", "RLSD"),
-                                    ("grpo_recompute", "GRPO, θ_old recomputed")) if m in b}
+                                    ("grpo_recompute", "GRPO, θ_old recomputed"),
+                                    ("grpo_every_row", "GRPO, every row updated")) if m in b}
     out += ["", "## One RL step", "",
             f"S-base, {st['question_batch']} questions × {st['n_rollouts']} rollouts, mean of {st['steps']} steps, "
             f"the three methods' steps alternated in one process (`bench/bench_step_time.py`; {stamp}): GRPO "
@@ -316,7 +317,10 @@ def performance_doc(res: dict[str, Any], source: str, now: datetime | None = Non
             f"{st['rlsd_step_s']:.2f} s ({st['rlsd_over_grpo']:.2f}x)."
             + (f" θ_old's log-probs are the sampler's own (`rl.old_logp: rollout`); GRPO with them recomputed by a "
                f"separate pass, the fourth arm: {st['grpo_recompute_step_s']:.2f} s, so the sampler's save "
-               f"{st['rollout_logp_speedup']:.2f}x of a GRPO step." if "grpo_recompute" in b else ""), "",
+               f"{st['rollout_logp_speedup']:.2f}x of a GRPO step." if "grpo_recompute" in b else "")
+            + (f" The update leaves out the rows that add nothing (advantages all 0, no distillation); GRPO running "
+               f"every row, the fifth arm: {st['grpo_every_row_step_s']:.2f} s ({st['idle_rows_speedup']:.2f}x)."
+               if "grpo_every_row" in b else ""), "",
             "| phase (s) | " + " | ".join(arms.values()) + " |", "| --- |" + " ---: |" * len(arms)]
     for k in ("time_gen", "time_grade", "time_old_logp", "time_teacher", "time_update", "teacher_rows"):
         name = {"time_gen": "sampling", "time_old_logp": "old log-probs", "time_teacher": "teacher pass",
