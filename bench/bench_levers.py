@@ -37,6 +37,7 @@ its verdict). A lever that a machine's bench shows paying is adopted behind a co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -162,9 +163,10 @@ def step_bench(arch: dict, tok, ids: torch.Tensor, repeats: int) -> dict:
             "master_weights": str(next(model.parameters()).dtype).removeprefix("torch.")}
 
 
-def compile_bench(arch: dict, tok, ids: torch.Tensor, repeats: int, job_steps: int) -> dict:
-    """Eager vs ``torch.compile`` of the step; compile time cold (empty inductor cache) and warm (same cache,
-    dynamo reset: what the next job of the same shapes pays)."""
+@contextlib.contextmanager
+def scratch_inductor_cache():
+    """An empty inductor cache (``TORCHINDUCTOR_CACHE_DIR``) for the block, removed after it with dynamo's
+    in-memory caches; the caller's setting comes back."""
     import shutil
 
     import torch._dynamo
@@ -173,6 +175,22 @@ def compile_bench(arch: dict, tok, ids: torch.Tensor, repeats: int, job_steps: i
     old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     try:
+        yield cache
+    finally:
+        torch._dynamo.reset()
+        if old is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def compile_bench(arch: dict, tok, ids: torch.Tensor, repeats: int, job_steps: int) -> dict:
+    """Eager vs ``torch.compile`` of the step; compile time cold (empty inductor cache) and warm (same cache,
+    dynamo reset: what the next job of the same shapes pays)."""
+    import torch._dynamo
+
+    with scratch_inductor_cache():
         model = make_model(arch, tok)
         eager = step_fn(model, ids)
         eager()
@@ -198,13 +216,6 @@ def compile_bench(arch: dict, tok, ids: torch.Tensor, repeats: int, job_steps: i
             out["max_logit_diff"] = float((model(input_ids=ids, use_cache=False).logits
                                            - compiled(input_ids=ids, use_cache=False).logits).abs().max())
         return out
-    finally:
-        torch._dynamo.reset()
-        if old is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
-        shutil.rmtree(cache, ignore_errors=True)
 
 
 def optimizer_bench(arch: dict, tok, step_s: float, repeats: int) -> dict:
@@ -235,7 +246,6 @@ def rl_compile_bench(cfg: dict, name: str, checkpoint: Path, steps: int) -> dict
     (variable lengths: one compiled graph must serve them all), each step run by both arms from the same weights
     with the same batch and seed (so the same rollouts); see the module docstring (5)."""
     import copy
-    import shutil
 
     import torch._dynamo
 
@@ -258,12 +268,9 @@ def rl_compile_bench(cfg: dict, name: str, checkpoint: Path, steps: int) -> dict
     spec = get_method("grpo")
     settings = spec.make_settings(method_config(cfg, name, "grpo"))
     init = copy.deepcopy(model.state_dict())
-    cache = tempfile.mkdtemp(prefix="rlrt-inductor-")
-    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     losses: dict[str, list[float]] = {"eager": [], "compiled": []}
-    try:
+    with scratch_inductor_cache():
         torch._dynamo.reset()
         arms = {"eager": model, "compiled": torch.compile(model, dynamic=True)}
 
@@ -285,13 +292,6 @@ def rl_compile_bench(cfg: dict, name: str, checkpoint: Path, steps: int) -> dict
             torch._dynamo.reset()  # in-memory caches gone, the inductor cache on disk kept: the next job's start
             arms["compiled"] = torch.compile(model, dynamic=True)
             warm = one_step("compiled", 0)["time_update"] - eager_s
-    finally:
-        torch._dynamo.reset()
-        if old is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
-        shutil.rmtree(cache, ignore_errors=True)
     saving = eager_s - compiled_s
     job_steps = int(rl_cfg.steps)
     return {"backbone": name, "source": str(checkpoint) if checkpoint.exists() else "fresh model (no checkpoint)",
