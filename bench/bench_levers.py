@@ -27,9 +27,8 @@ without them torch computes bf16 products by converting to fp32, which is slower
 
 The engine adopts none of the three (it trains in fp32, eagerly, with the for-loop AdamW): on the measured
 machine bf16 made the step slower, a cold compile took about as long as a whole pre-training job saves, and the
-optimizer is a few percent of a step, and compiling the RL update costs more per job (~25 s from a warm cache,
-~95 s cold, at M-base) than most RL jobs save (``performance.md``'s "Compute levers" section states each rule and
-its verdict). A lever that a machine's bench shows paying is adopted behind a config key, with a learning check.
+optimizer is a few percent of a step, and compiling the RL update cost more in a job's first step than most RL
+jobs save (``performance.md``'s "Compute levers" section states each rule, its measured figures and verdict). A lever that a machine's bench shows paying is adopted behind a config key, with a learning check.
 
     python bench/bench_levers.py [--config config/config.yaml] [--repeats 7] [--out results/bench/levers.json]
 """
