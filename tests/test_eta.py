@@ -184,6 +184,31 @@ def test_a_first_run_is_estimated_from_the_jobs_it_has_finished(tmp_path):
     assert "3 of 4 jobs left, 200 job-seconds" in line and "1 job without a benchmark" in line, line
 
 
+def test_the_table_is_rescaled_by_this_run_s_own_speed(tmp_path):
+    """A fresh machine estimates every job from the committed table, measured on another machine and commit: once
+    the finished table-estimated jobs sum to CALIBRATE_MIN_S, the table's estimates of the jobs left are scaled by
+    their measured / table ratio (of sums), and the line says so; estimates from this tree's own files are not."""
+    jobs = [job("backbone", "backbone/S"), job("backbone", "backbone/M"), job("rl", "rl/S/a"), job("rl", "rl/M/b"),
+            job("evaluate", "evaluate/S/a")]
+    bench(tmp_path, "evaluate/S/a", 10.0)  # this tree's own last run: "last run", never scaled
+    table = {"backbone/S": 40.0, "backbone/M": 20.0, "rl/S/a": 100.0, "rl": 300.0}
+    t = eta.Tracker(jobs, eta.estimates(jobs, tmp_path, table), cores=1)
+    assert "470 job-seconds" in t.line(0.0) and "x" not in t.line(0.0).split("longest chain")[1]
+    bench(tmp_path, "backbone/S", 50.0)  # 50 s measured: below CALIBRATE_MIN_S, no scale yet
+    t.done.add(jobs[0].key)
+    t.refresh(tmp_path, table)
+    assert t.scale is None and "430 job-seconds" in t.line(0.0)
+    bench(tmp_path, "backbone/M", 40.0)  # 90 s measured where the table said 60: x1.5
+    t.done.add(jobs[1].key)
+    t.refresh(tmp_path, table)
+    assert t.scale == (1.5, 2)
+    line = t.line(0.0)
+    # rl/S/a 100 x 1.5 (its own table entry), rl/M/b 300 x 1.5 (the family's), evaluate 10 as measured here
+    assert "3 of 5 jobs left, 610 job-seconds" in line, line
+    assert "the table's estimates x1.50, as measured on 2 finished jobs" in line, line
+    assert t.est[jobs[2].key] == (100.0, "table")  # the estimates themselves stay: the scale is applied per line
+
+
 def test_a_priority_is_looked_up_by_rule_and_wildcards_as_snakemake_prints_them(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"rl[backbone=S-base, run=grpo]": 4321, "all[]": 0}))
     pr = eta.load_priorities(tmp_path / "p.json")

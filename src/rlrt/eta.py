@@ -13,6 +13,12 @@ the jobs left; each gets an estimate of its seconds (:func:`estimates`), first f
    own seconds there (``schedule.job_seconds_by_job``), else its family's mean (``stages.<family>``);
 5. none: the job counts 0 s and the ETA says how many jobs it could not estimate.
 
+The table is another machine's, and another commit's: machines of this kind differ by up to 1.5x (AMD EPYC runs
+the backbones' pre-training 1.46x and an M-base GRPO run 1.23x slower than the Intel Xeon). So while a run goes,
+the table's estimates of the jobs left are scaled by this run's own measure of the difference
+(:meth:`Tracker.refresh`): the job-seconds of its finished jobs that were estimated from the table over what the
+table said for them (once they sum to ``CALIBRATE_MIN_S``), and the ETA line says by how much.
+
 A job without a ``benchmark:`` (the ``all`` target) counts 0 s.
 
 With N cores the jobs left take at least ``job-seconds / N`` (a job of ``threads: t`` counts ``min(t, N)`` times)
@@ -46,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = "benchmarks"
+CALIBRATE_MIN_S = 60.0  # finished table-estimated job-seconds before the table is rescaled (a few jobs' worth)
 _HEAD = re.compile(r"^(?:local)?(?:rule|checkpoint) ([A-Za-z_][\w]*):\s*$")
 _FIELD = re.compile(r"^\s{4}(\w+): (.*)$")
 _FINISHED = re.compile(r"^Finished jobid: (\d+)")
@@ -324,12 +331,18 @@ def duration(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def eta_line(r: Remaining, cores: int, total: int, now: float | None = None) -> str:
+def eta_line(r: Remaining, cores: int, total: int, now: float | None = None,
+             scale: tuple[float, int] | None = None) -> str:
+    """``make run``'s ETA line; ``scale``: (factor, finished jobs it was measured on) applied to the table's estimates
+    (:meth:`Tracker.refresh`)."""
     now = time.time() if now is None else now
     at = time.strftime("%H:%M", time.localtime(now + r.eta_s))
     line = (f"make run: ETA {duration(r.eta_s)} (~{at}): {r.jobs_left} of {total} jobs left, "
             f"{r.work_s:,.0f} job-seconds on {cores} core{'s' if cores != 1 else ''}, "
             f"longest chain {duration(r.critical_s)}")
+    if scale is not None:
+        jobs = "job" if scale[1] == 1 else "jobs"
+        line += f"; the table's estimates x{scale[0]:.2f}, as measured on {scale[1]} finished {jobs}"
     if r.unknown:
         jobs = "job" if r.unknown == 1 else "jobs"
         line += f"; {r.unknown} {jobs} without a benchmark to estimate from (counted 0 s: the ETA is low)"
@@ -401,6 +414,7 @@ class Tracker:
         self.by_id: dict[int, str] = {}
         self.done: set[str] = set()
         self._block: list[str] | None = None
+        self.scale: tuple[float, int] | None = None  # (factor, jobs) on the table's estimates (refresh)
 
     def feed(self, line: str, now: float) -> bool:
         """One line of the run's log; True when a job finished (time to print)."""
@@ -430,9 +444,21 @@ class Tracker:
         self._block = None
 
     def refresh(self, workdir: Path, table: dict[str, float] | None = None) -> int:
-        """Estimate again the jobs left that had none (a first run: no benchmark file when it started), from the
-        benchmark files the run has written since (the folder's or rule's median of the jobs finished); returns
-        how many got one."""
+        """After a job finished: measure how this run's speed differs from the table's (the finished jobs that were
+        estimated from the table: their benchmark files' seconds over the table's, a ratio of sums, once those
+        sum to ``CALIBRATE_MIN_S``), and estimate again the jobs left that had no estimate (a first run without
+        a table: no benchmark file when it started) from the benchmark files the run has written since (the
+        folder's or rule's median of the jobs finished); returns how many got one."""
+        measured = table_s = 0.0
+        n = 0
+        for j in self.jobs:
+            s0, source = self.est.get(j.key, (0.0, None))
+            if j.key in self.done and source == "table" and s0 > 0 and j.benchmark:
+                s = bench_seconds(workdir / j.benchmark)
+                if s is not None:
+                    measured, table_s, n = measured + s, table_s + s0, n + 1
+        if n and measured >= CALIBRATE_MIN_S:
+            self.scale = (measured / table_s, n)
         todo = [j for j in self.jobs if self.est.get(j.key, (0.0, None))[1] is None and j.key not in self.done]
         if not todo:
             return 0
@@ -440,11 +466,18 @@ class Tracker:
         self.est.update(new)
         return len(new)
 
+    def scaled(self) -> dict[str, tuple[float, str | None]]:
+        """The estimates with the table's scaled by this run's measure (:meth:`refresh`); the others as they are."""
+        if self.scale is None:
+            return self.est
+        f = self.scale[0]
+        return {k: (s * f, src) if src == "table" else (s, src) for k, (s, src) in self.est.items()}
+
     def line(self, now: float) -> str:
         self._flush(now)
         running = {k: now - t for k, t in self.started.items() if k not in self.done}
-        r = remaining(self.jobs, self.est, self.cores, self.done, running)
-        return eta_line(r, self.cores, len(self.jobs), now)
+        r = remaining(self.jobs, self.scaled(), self.cores, self.done, running)
+        return eta_line(r, self.cores, len(self.jobs), now, self.scale)
 
 
 def watch(plan: Path, parent: int, workdir: Path, cores: int, table: Path | None, poll_s: float = 1.0,
