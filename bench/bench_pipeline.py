@@ -2,7 +2,8 @@
 
 One run, side by side where it compares:
 
-1. ``snakemake --cores 2`` on ``config/config.yaml`` into a fresh folder: wall time, and per stage family the
+1. ``snakemake --cores 2`` on ``config/config.yaml`` into a fresh folder, through ``make run``'s driver (its
+   schedule, longest chains first, and its ETA lines): wall time, and per stage family the
    job count, job-seconds and peak memory (every rule's ``benchmark:`` file: ``s``, ``max_rss``), next to the
    last measured run before the speed work (``bench/baseline.json``: its date, machine and commit);
 2. ``snakemake -n`` on the finished tree (best of 3);
@@ -188,8 +189,10 @@ def main() -> None:
     smk = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
            "--configfile", args.config, "--cores", "2"]
     if not args.from_results:
+        # through make run's driver (rlrt.driver): the same schedule as `make run` (its longest-chain-first
+        # priorities from the plan) and its ETA lines while the run goes
         t0 = time.perf_counter()
-        subprocess.run(smk, check=True, env=env)
+        subprocess.run([sys.executable, "-m", "rlrt.driver", *smk[3:]], check=True, env=env)
         wall = time.perf_counter() - t0
         sittings = {"from": "a fresh folder, one uninterrupted run"}
     stages = stage_table(results / "benchmarks")

@@ -83,3 +83,29 @@ def test_from_results_measures_only_a_finished_tree_of_its_config(tmp_path, benc
     overlay.write_text((ROOT / "config" / "ci.yaml").read_text() + f"\nresults: {tmp_path / 'fresh'}\n")
     with pytest.raises(SystemExit, match="the run is not finished"):
         bench.finished_tree((tmp_path / "fresh").resolve(), str(overlay), env)
+
+
+def test_the_fresh_run_goes_through_make_run_s_driver(tmp_path, bench, monkeypatch):
+    """The measured run is the one `make run` makes: rlrt.driver (its longest-chain-first priorities and ETA lines)
+    with the bench's Snakemake options, into the fresh folder."""
+    import subprocess
+    import sys
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        raise Stop
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--workdir", str(tmp_path / "w"),
+                                      "--out", str(tmp_path / "pipeline.json")])
+    with pytest.raises(Stop):
+        bench.main()
+    cmd = calls[0]
+    assert cmd[:3] == [sys.executable, "-m", "rlrt.driver"], cmd
+    assert cmd[cmd.index("--directory") + 1] == str(tmp_path / "w") and cmd[cmd.index("--cores") + 1] == "2"
+    assert cmd[cmd.index("--snakefile") + 1].endswith("Snakefile")
