@@ -116,6 +116,24 @@ def test_draw_is_torch_multinomial():
     assert torch.equal(sampler.draw(probs, torch.empty_like(probs).exponential_(1)), ref)
 
 
+def test_exponential_noise_is_torch_s_exponential():
+    """The decode loop's noise is ``exponential_(1)``'s, value for value, and leaves the generator where it leaves
+    it (so ``generate``'s stream goes on the same); 2 M draws over seeds and shapes, 1 and 2 threads."""
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for seed, (rows, cols) in enumerate([(512, 1528), (256, 382), (3, 5), (1, 1)] * 2):
+                torch.manual_seed(seed)
+                ref, after_ref = torch.empty(rows, cols).exponential_(1), torch.rand(4)
+                torch.manual_seed(seed)
+                got, after = sampler.exponential_noise(rows, cols), torch.rand(4)
+                assert got.dtype == torch.float32 and torch.equal(got, ref), (rows, cols, (got != ref).sum())
+                assert torch.equal(after, after_ref)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_warp_matches_transformers_warpers():
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
