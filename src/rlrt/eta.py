@@ -13,8 +13,8 @@ the jobs left; each gets an estimate of its seconds (:func:`estimates`), first f
    own seconds there (``schedule.job_seconds_by_job``), else its family's mean (``stages.<family>``);
 5. none: the job counts 0 s and the ETA says how many jobs it could not estimate.
 
-The table is another machine's, and another commit's: machines of this kind differ by up to 1.5x (AMD EPYC runs
-the backbones' pre-training 1.46x and an M-base GRPO run 1.23x slower than the Intel Xeon). So while a run goes,
+The table is another machine's, and another commit's: CPU models of one machine kind differ (an AMD EPYC runs
+these jobs markedly slower than an Intel Xeon), and so do commits. So while a run goes,
 the table's estimates of the jobs left are scaled by this run's own measure of the difference
 (:meth:`Tracker.refresh`): the job-seconds of its finished jobs that were estimated from the table over what the
 table said for them (once they sum to ``CALIBRATE_MIN_S``), and the ETA line says by how much.

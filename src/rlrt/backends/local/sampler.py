@@ -212,8 +212,8 @@ def exponential_noise(rows: int, cols: int) -> Tensor:
     from the generator's 64-bit stream, then ``-log1p(-u)`` rounded to float32. ``torch.rand(..., dtype=float64)``
     draws the same ``u`` in the same order, and ``log1p`` over the whole tensor is vectorised. Its double result may
     differ from the scalar one in the last bit; rounded to float32 the two agree except in the rare case of a
-    double within an ulp of a float32 rounding boundary (none in tens of millions of draws:
-    ``tests/test_sampler.py``, which also fails if a torch release changes how ``exponential_`` draws)."""
+    double within an ulp of a float32 rounding boundary (``tests/test_sampler.py`` compares millions of draws
+    bitwise, and fails if a torch release changes how ``exponential_`` draws)."""
     return torch.log1p(torch.rand((rows, cols), dtype=torch.float64).neg_()).neg_().float()
 
 
